@@ -7,11 +7,11 @@ can catch the whole family with one ``except`` clause.
 from __future__ import annotations
 
 __all__ = [
-    "LoomError",
-    "ConfigError",
-    "ShapeError",
-    "ModelFormatError",
     "BackendUnavailableError",
+    "ConfigError",
+    "LoomError",
+    "ModelFormatError",
+    "ShapeError",
     "TrainingDivergedError",
 ]
 

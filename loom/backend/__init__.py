@@ -30,16 +30,16 @@ import numpy as np
 from loom.errors import BackendUnavailableError, ConfigError
 
 __all__ = [
-    "Backend",
     "BACKEND_NAMES",
-    "get_backend",
-    "set_backend",
-    "use_backend",
-    "current_backend",
-    "resolve_backend",
+    "Backend",
     "backend_of",
-    "to_numpy",
     "cupy_available",
+    "current_backend",
+    "get_backend",
+    "resolve_backend",
+    "set_backend",
+    "to_numpy",
+    "use_backend",
 ]
 
 BACKEND_NAMES = ("numpy", "cupy")
@@ -102,7 +102,7 @@ class Backend:
     def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
         """``target[indices] += values`` with repeated indices summed; returns ``target``."""
         if self.name == "cupy":
-            import cupyx  # noqa: PLC0415 - only reached with CuPy present
+            import cupyx
 
             cupyx.scatter_add(target, indices, values)
         else:
@@ -115,7 +115,7 @@ class Backend:
 
 @functools.cache
 def _numpy_backend() -> Backend:
-    import array_api_compat.numpy as xp_numpy  # noqa: PLC0415
+    import array_api_compat.numpy as xp_numpy
 
     return Backend("numpy", np, xp_numpy, np.float32)
 
@@ -123,7 +123,7 @@ def _numpy_backend() -> Backend:
 @functools.cache
 def _cupy_backend() -> Backend:
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install raising on import
         raise BackendUnavailableError(
             f"the 'cupy' backend needs CuPy, which could not be imported ({exc}); "
@@ -141,7 +141,7 @@ def _cupy_backend() -> Backend:
             "CuPy is installed but no CUDA device was found (getDeviceCount() == 0); "
             "run on a machine with an NVIDIA GPU or use the 'numpy' backend"
         )
-    import array_api_compat.cupy as xp_cupy  # noqa: PLC0415
+    import array_api_compat.cupy as xp_cupy
 
     return Backend("cupy", cupy, xp_cupy, cupy.float32)
 

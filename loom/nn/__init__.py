@@ -1,0 +1,30 @@
+"""LOOM grid networks: layers, the grid ``Network``, training, evaluation and model files."""
+
+from loom.nn.evaluation import DeviationMetrics, evaluate_predictions
+from loom.nn.layer_config import GridPosition, LayerConfig
+from loom.nn.network import Network, create_network_from_json, network_from_layers, new_network
+from loom.nn.serialization import (
+    load_model,
+    load_model_from_string,
+    save_model,
+    save_model_to_string,
+)
+from loom.nn.training import TrainingBatch, TrainingConfig, TrainingResult
+
+__all__ = [
+    "DeviationMetrics",
+    "GridPosition",
+    "LayerConfig",
+    "Network",
+    "TrainingBatch",
+    "TrainingConfig",
+    "TrainingResult",
+    "create_network_from_json",
+    "evaluate_predictions",
+    "load_model",
+    "load_model_from_string",
+    "network_from_layers",
+    "new_network",
+    "save_model",
+    "save_model_to_string",
+]

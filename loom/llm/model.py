@@ -1,0 +1,356 @@
+"""Decoder-only transformer inference: full forward, KV-cache prefill/decode, generation.
+
+Three parts in the llama2.c manner:
+
+* :class:`~loom.llm.config.TransformerConfig` – the numbers;
+* :class:`~loom.llm.weights.TransformerWeights` – the parameters, fused and
+  stored ``[in, out]`` so a decode step is one contiguous pass over them;
+* :class:`RunState` – the preallocated KV cache and the current position.
+
+:class:`Transformer` runs one code path for both families: LLaMA (RMSNorm,
+RoPE, GQA, SwiGLU) and GPT-2 (LayerNorm with bias, learned positions, tanh
+GELU). The math is written against the backend's array-API namespace
+(resolved once, at construction) with the pure ops of
+:mod:`loom.ops.transformer`, so it runs unchanged on NumPy and CuPy. Only the
+chosen token id (or, when sampling, the last logits row) leaves the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from loom.backend import Backend, to_numpy
+from loom.errors import ShapeError
+from loom.llm.config import TransformerConfig
+from loom.llm.rope import rope_inv_freq
+from loom.llm.sampling import sample
+from loom.llm.weights import LayerWeights, TransformerWeights
+from loom.ops.transformer import (
+    causal_attention,
+    gelu_tanh,
+    layer_norm,
+    rms_norm,
+    rope_apply,
+    rope_tables,
+    silu,
+)
+
+__all__ = ["RunState", "Transformer"]
+
+Array = Any
+
+
+class RunState:
+    """Preallocated key/value cache of one sequence (llama2.c ``RunState``).
+
+    Parameters
+    ----------
+    config : TransformerConfig
+        Model sizes.
+    max_seq_len : int
+        Capacity in tokens (prompt + generated).
+    backend : Backend
+        Where the cache lives.
+    dtype : dtype
+        Cache dtype (the model's compute dtype).
+
+    Attributes
+    ----------
+    keys, values : array
+        ``[L, Hk, max_seq_len, hd]``; position ``p`` of layer ``l`` is ``[l, :, p, :]``.
+    pos : int
+        Number of positions already filled.
+    """
+
+    def __init__(self, config: TransformerConfig, max_seq_len: int, backend: Backend,
+                 dtype: Any = np.float32) -> None:
+        shape = (config.num_layers, config.num_kv_heads, max_seq_len, config.head_dim)
+        self.keys = backend.zeros(shape, dtype)
+        self.values = backend.zeros(shape, dtype)
+        self.max_seq_len = max_seq_len
+        self.pos = 0
+
+    def reset(self) -> None:
+        """Forget the cached sequence (the buffers are reused)."""
+        self.pos = 0
+
+
+class Transformer:
+    """A loaded decoder-only language model.
+
+    Build with :func:`loom.llm.load_transformer`, or directly from a config and
+    weights.
+
+    Parameters
+    ----------
+    config : TransformerConfig
+        Parsed config.
+    weights : TransformerWeights
+        Parameters on ``backend`` (see :func:`loom.llm.weights.build_weights`).
+    backend : Backend
+        Array backend of the weights.
+    dtype : dtype
+        Compute dtype (float32).
+
+    Examples
+    --------
+    >>> model = load_transformer("tiny-llama")  # doctest: +SKIP
+    >>> model.generate([5, 6, 7], 4, stop_ids=[])  # doctest: +SKIP
+    [81, 12, 12, 40]
+    """
+
+    def __init__(self, config: TransformerConfig, weights: TransformerWeights,
+                 backend: Backend, dtype: Any = np.float32) -> None:
+        self.config = config
+        self.weights = weights
+        self.backend = backend
+        self.dtype = dtype
+        self._xp = backend.xp
+        self._is_llama = config.architecture == "llama"
+        if config.rope is not None:
+            self._inv_freq, self._rope_scaling = rope_inv_freq(config.rope)
+        limited = not self._is_llama or (config.rope is not None
+                                         and config.rope.rope_type == "dynamic")
+        self.max_seq_len: int | None = config.max_position_embeddings if limited else None
+        self._cos: Array = None
+        self._sin: Array = None
+        self._scales = [
+            1.0 / math.sqrt(config.head_dim) / ((i + 1) if config.attn_scale_by_layer else 1)
+            for i in range(config.num_layers)
+        ]
+
+    # ------------------------------------------------------------------ forward
+    def logits(self, ids: Sequence[int]) -> Array:
+        """Full forward pass without a cache.
+
+        Parameters
+        ----------
+        ids : sequence of int
+            ``[T]`` token ids (positions ``0 .. T-1``).
+
+        Returns
+        -------
+        array
+            ``[T, vocab_size]`` logits on the model's backend.
+        """
+        return self.forward(ids)
+
+    def new_state(self, max_seq_len: int) -> RunState:
+        """A fresh :class:`RunState` holding up to ``max_seq_len`` positions."""
+        self._check_length(max_seq_len)
+        return RunState(self.config, max_seq_len, self.backend, self.dtype)
+
+    def forward(self, ids: Sequence[int], state: RunState | None = None, *,
+                last_only: bool = False) -> Array:
+        """Run ``T`` tokens through the model, appending them to ``state``'s cache.
+
+        Parameters
+        ----------
+        ids : sequence of int
+            ``[T]`` new token ids, at positions ``state.pos .. state.pos + T - 1``
+            (``0 .. T-1`` without a state).
+        state : RunState, optional
+            KV cache to read and extend (prefill: many ids; decode: one id).
+        last_only : bool
+            Compute the LM head only for the last position.
+
+        Returns
+        -------
+        array
+            ``[T, V]`` logits, or ``[1, V]`` with ``last_only``.
+        """
+        xp, cfg, w = self._xp, self.config, self.weights
+        idx = self._token_ids(ids)
+        t = len(ids)
+        start = 0 if state is None else state.pos
+        if state is not None and start + t > state.max_seq_len:
+            raise ShapeError(
+                f"KV cache holds {state.max_seq_len} positions; got {start} cached + {t} new"
+            )
+        self._check_length(start + t)
+        x = self._embed(idx, start, t)  # [T, D]
+        cos = sin = None
+        if self._is_llama:
+            cos, sin = self._rope(start + t)
+            cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R/2]
+        for i, layer in enumerate(w.layers):
+            x = self._block(x, layer, i, state, start, cos, sin)  # [T, D]
+        if state is not None:
+            state.pos = start + t
+        if last_only:
+            x = x[-1:]  # [1, D]
+        x = self._norm(x, w.final_norm, w.final_norm_bias)  # [T', D]
+        return x @ w.head  # [T', D] @ [D, V] -> [T', V]
+
+    def _block(self, x: Array, layer: LayerWeights, i: int, state: RunState | None,
+               start: int, cos: Array, sin: Array) -> Array:
+        xp, cfg = self._xp, self.config
+        t = x.shape[0]
+        h_q, h_kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        # attention
+        h = self._norm(x, layer.attn_norm, layer.attn_norm_bias)  # [T, D]
+        qkv = h @ layer.qkv  # [T, D] @ [D, (H+2Hk)hd] -> [T, (H+2Hk)hd]
+        if layer.qkv_bias is not None:
+            qkv += layer.qkv_bias
+        qk = xp.reshape(qkv[:, : (h_q + h_kv) * hd], (t, h_q + h_kv, hd))  # [T, H+Hk, hd]
+        if cos is not None:
+            qk = rope_apply(qk, cos, sin, xp)  # [T, H+Hk, hd]
+        q = qk[:, :h_q]  # [T, H, hd]
+        k = xp.permute_dims(qk[:, h_q:], (1, 0, 2))  # [Hk, T, hd]
+        v = xp.permute_dims(xp.reshape(qkv[:, (h_q + h_kv) * hd :], (t, h_kv, hd)),
+                            (1, 0, 2))  # [Hk, T, hd]
+        if state is not None:
+            state.keys[i, :, start : start + t, :] = k
+            state.values[i, :, start : start + t, :] = v
+            k = state.keys[i, :, : start + t, :]  # [Hk, S, hd] view
+            v = state.values[i, :, : start + t, :]  # [Hk, S, hd] view
+        att = causal_attention(q, k, v, start, self._scales[i], xp)  # [T, H*hd]
+        out = att @ layer.out  # [T, H*hd] @ [H*hd, D] -> [T, D]
+        if layer.out_bias is not None:
+            out += layer.out_bias
+        x = x + out  # [T, D]
+        # MLP
+        h = self._norm(x, layer.mlp_norm, layer.mlp_norm_bias)  # [T, D]
+        a = h @ layer.mlp_in  # [T, D] @ [D, 2Di | Di] -> [T, 2Di | Di]
+        if layer.mlp_in_bias is not None:
+            a += layer.mlp_in_bias
+        if self._is_llama:
+            di = cfg.intermediate_size
+            a = silu(a[:, :di], xp) * a[:, di:]  # [T, Di]
+        else:
+            a = gelu_tanh(a, xp)  # [T, Di]
+        out = a @ layer.mlp_out  # [T, Di] @ [Di, D] -> [T, D]
+        if layer.mlp_out_bias is not None:
+            out += layer.mlp_out_bias
+        return x + out  # [T, D]
+
+    def _norm(self, x: Array, weight: Array, bias: Array | None) -> Array:
+        if self._is_llama:
+            return rms_norm(x, weight, self.config.norm_eps, self._xp)
+        return layer_norm(x, weight, bias, self.config.norm_eps, self._xp)
+
+    def _embed(self, idx: Array, start: int, t: int) -> Array:
+        xp, w = self._xp, self.weights
+        if w.embed is not None:
+            x = xp.take(w.embed, idx, axis=0)  # [T, D]
+        else:
+            x = xp.permute_dims(xp.take(w.head, idx, axis=1), (1, 0))  # [D, T] -> [T, D]
+        if w.positions is not None:
+            x = x + w.positions[start : start + t]  # [T, D]
+        return x
+
+    def _rope(self, n: int) -> tuple[Array, Array]:
+        if self._cos is None or self._cos.shape[0] < n:
+            size = max(n, 256, 2 * (0 if self._cos is None else self._cos.shape[0]))
+            if self.max_seq_len is not None:
+                size = min(size, self.max_seq_len)
+            self._cos, self._sin = rope_tables(self._inv_freq, size, self._rope_scaling, self._xp)
+            if self._cos.dtype != self.dtype:
+                self._cos = self._xp.astype(self._cos, self.dtype)
+                self._sin = self._xp.astype(self._sin, self.dtype)
+        return self._cos, self._sin
+
+    def _token_ids(self, ids: Sequence[int]) -> Array:
+        array = np.asarray(ids)
+        if array.ndim != 1 or array.size == 0:
+            raise ShapeError(f"token ids: expected a non-empty 1-D sequence, got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ShapeError(f"token ids: expected integers, got dtype {array.dtype}")
+        bad = (array < 0) | (array >= self.config.vocab_size)
+        if bad.any():
+            raise ShapeError(
+                f"token ids: {int(array[bad][0])} is out of range; expected 0 <= id < "
+                f"vocab_size ({self.config.vocab_size})"
+            )
+        return self.backend.asarray(array, dtype=np.int64)
+
+    def _check_length(self, n: int) -> None:
+        if self.max_seq_len is not None and n > self.max_seq_len:
+            raise ShapeError(
+                f"sequence of {n} tokens exceeds the model's context of {self.max_seq_len} "
+                "positions (max_position_embeddings / n_positions)"
+            )
+
+    # --------------------------------------------------------------- generation
+    def generate(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop_ids: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Generate up to ``max_new_tokens`` ids after ``ids`` using the KV cache.
+
+        Parameters
+        ----------
+        ids : sequence of int
+            ``[T]`` prompt ids.
+        max_new_tokens : int
+            Upper bound on new tokens.
+        temperature : float
+            0 (default) is greedy argmax; > 0 samples.
+        top_k, top_p : optional
+            Sampling filters (see :mod:`loom.llm.sampling`).
+        seed : int, optional
+            Seed of the sampling RNG (reproducible output).
+        stop_ids : sequence of int, optional
+            Generation stops after emitting one of these (the stop id is
+            included). Default: the config's EOS ids; ``[]`` never stops early.
+
+        Returns
+        -------
+        list of int
+            The new token ids only.
+        """
+        return list(self.stream(ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                                top_p=top_p, seed=seed, stop_ids=stop_ids))
+
+    def stream(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop_ids: Sequence[int] | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Iterator[int]:
+        """Like :meth:`generate`, but yields each new id as soon as it is chosen.
+
+        ``rng`` overrides ``seed`` with an existing generator.
+        """
+        stops = set(self.config.eos_token_ids if stop_ids is None else stop_ids)
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        ids = list(ids)
+        if max_new_tokens <= 0:
+            self._token_ids(ids)
+            return
+        state = self.new_state(len(ids) + max_new_tokens)
+        logits = self.forward(ids, state, last_only=True)[0]  # prefill -> [V]
+        for step in range(max_new_tokens):
+            token = self._choose(logits, temperature, top_k, top_p, rng)
+            yield token
+            if token in stops or step == max_new_tokens - 1:
+                return
+            logits = self.forward([token], state, last_only=True)[0]  # decode -> [V]
+
+    def _choose(self, logits: Array, temperature: float, top_k: int | None,
+                top_p: float | None, rng: np.random.Generator) -> int:
+        if temperature <= 0:
+            return int(self._xp.argmax(logits))
+        return sample(to_numpy(logits), rng, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Transformer({c.model_type}, layers={c.num_layers}, hidden={c.hidden_size}, "
+                f"vocab={c.vocab_size}, backend={self.backend.name})")

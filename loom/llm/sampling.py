@@ -1,0 +1,162 @@
+"""Next-token selection: small pure functions on host logits with an explicit RNG.
+
+Like llama2.c's ``sample_argmax`` / ``sample_mult`` / ``sample_topp``: every
+function takes a 1-D ``numpy`` logits vector ``[V]`` and, where randomness is
+involved, a ``numpy.random.Generator`` — so a seeded generator gives the same
+tokens every run. Filters follow Hugging Face's warpers, applied in its order
+(temperature → top-k → top-p); removed tokens get ``-inf``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "apply_temperature",
+    "greedy",
+    "probabilities",
+    "sample",
+    "sample_from_probabilities",
+    "top_k_filter",
+    "top_p_filter",
+]
+
+
+def greedy(logits: np.ndarray) -> int:
+    """Index of the largest logit (first one on ties).
+
+    Examples
+    --------
+    >>> greedy(np.array([0.1, 2.0, 2.0]))
+    1
+    """
+    return int(np.argmax(logits))
+
+
+def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """``logits / temperature`` as float64 ``[V]``; ``temperature`` must be > 0."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+    return np.asarray(logits, dtype=np.float64) / temperature
+
+
+def top_k_filter(logits: np.ndarray, k: int | None) -> np.ndarray:
+    """Keep the ``k`` largest logits (and ties with the k-th), set the rest to ``-inf``.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[V]``.
+    k : int or None
+        None or ``k >= V`` keeps everything.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[V]`` filtered copy.
+
+    Examples
+    --------
+    >>> top_k_filter(np.array([1.0, 3.0, 2.0]), 2).tolist()
+    [-inf, 3.0, 2.0]
+    """
+    logits = np.array(logits, dtype=np.float64)
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    if k < 1:
+        raise ValueError(f"top_k must be >= 1, got {k}")
+    kth = np.partition(logits, -k)[-k]
+    logits[logits < kth] = -np.inf
+    return logits
+
+
+def top_p_filter(logits: np.ndarray, p: float | None) -> np.ndarray:
+    """Nucleus filter: keep the most likely tokens whose probability mass first reaches ``p``.
+
+    A token is kept when the probability of all strictly more likely tokens
+    is below ``p``; the most likely token is always kept.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[V]``.
+    p : float or None
+        In ``(0, 1]``; None or 1.0 keeps everything.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[V]`` filtered copy.
+
+    Examples
+    --------
+    >>> top_p_filter(np.log(np.array([0.5, 0.3, 0.2])), 0.6).round(3).tolist()
+    [-0.693, -1.204, -inf]
+    """
+    logits = np.array(logits, dtype=np.float64)
+    if p is None or p >= 1.0:
+        return logits
+    if p <= 0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    order = np.argsort(-logits, kind="stable")  # [V] most likely first
+    probs = probabilities(logits)[order]
+    mass_before = np.cumsum(probs) - probs  # [V] mass of strictly more likely tokens
+    removed = order[mass_before >= p]
+    logits[removed] = -np.inf
+    return logits
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax of ``[V]`` logits in float64 (``-inf`` → 0)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - np.max(logits))
+    return e / e.sum()
+
+
+def sample_from_probabilities(probs: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one index from ``probs`` ``[V]`` by inverse CDF with one uniform from ``rng``."""
+    cdf = np.cumsum(probs)
+    u = rng.random() * cdf[-1]
+    return int(min(np.searchsorted(cdf, u, side="right"), len(cdf) - 1))
+
+
+def sample(
+    logits: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> int:
+    """Pick the next token: greedy for ``temperature <= 0``, else a filtered random draw.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[V]`` next-token logits.
+    rng : numpy.random.Generator
+        Source of randomness (seed it for reproducible output).
+    temperature : float
+        Softmax temperature; ``<= 0`` means argmax.
+    top_k : int, optional
+        Keep only the ``top_k`` most likely tokens.
+    top_p : float, optional
+        Keep the smallest set of likely tokens with mass ``>= top_p``.
+
+    Returns
+    -------
+    int
+        The chosen token id.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> sample(np.array([0.0, 5.0, 1.0]), rng, temperature=0.0)
+    1
+    >>> sample(np.array([0.0, 5.0, 1.0]), rng, temperature=1.0, top_k=1)
+    1
+    """
+    if temperature <= 0:
+        return greedy(logits)
+    scaled = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+    return sample_from_probabilities(probabilities(scaled), rng)

@@ -1,0 +1,151 @@
+"""Parse LOOM JSON network configs into layer lists (``BuildNetworkFromJSON``).
+
+Accepts every key and alias of Go LOOM's builder (keys in any case), infers the
+sizes that are unambiguous (top-level ``input_size``, a Dense's
+``input_size`` from the previous layer, RNN/LSTM ``input_size``), and raises
+:class:`~loom.errors.ConfigError` naming the JSON path for everything else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from loom.errors import ConfigError
+from loom.nn.layer_config import LayerConfig
+from loom.nn.layers import kind_for
+from loom.nn.layers.base import spec_int
+from loom.ops.activations import activation_from_name
+
+__all__ = [
+    "LAYER_KEYS",
+    "TOP_LEVEL_KEYS",
+    "apply_builder_defaults",
+    "assign_paths",
+    "infer_sizes",
+    "lower_keys",
+    "parse_config_text",
+    "parse_layer",
+    "parse_network_config",
+]
+
+#: Every key a LOOM layer object may hold (Go's LayerDefinition), plus loom's extensions.
+LAYER_KEYS = (
+    "type", "activation", "width", "height", "input_size", "output_size", "input_channels",
+    "filters", "kernel_size", "stride", "padding", "input_height", "input_width",
+    "output_height", "output_width", "d_model", "num_heads", "seq_length", "hidden_size",
+    "softmax_variant", "softmax_rows", "softmax_cols", "temperature", "gumbel_noise", "mask",
+    "hierarchy_levels", "adaptive_clusters", "mixture_weights", "entmax_alpha", "norm_size",
+    "epsilon", "branches", "combine_mode", "grid_positions", "grid_output_rows",
+    "grid_output_cols", "grid_output_layers",
+    # loom extensions (Go ignores unknown keys, so bundles stay loadable there)
+    "num_kv_heads", "head_dim", "causal", "rope_theta", "stateful", "name", "comment",
+)
+
+#: Epsilon Go's builder stores for LayerNorm / RMSNorm when the JSON has none.
+BUILDER_EPSILON = 1e-5
+
+#: Keys accepted at the top level of a network config.
+TOP_LEVEL_KEYS = (
+    "id", "batch_size", "grid_rows", "grid_cols", "layers_per_cell", "layers", "seed",
+    "input_size", "name", "description", "version", "comment",
+)
+
+
+def lower_keys(obj: dict[str, Any], path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Lower-case the keys of a JSON object (LOOM matches keys case-insensitively).
+
+    Unknown keys raise ``ConfigError`` with a "did you mean" hint.
+    """
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        low = str(key).lower()
+        if low not in allowed:
+            hint = difflib.get_close_matches(low, allowed, n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{path}.{key}: unknown key{did_you_mean}")
+        out[low] = value
+    return out
+
+
+def parse_layer(spec: Any, path: str) -> LayerConfig:
+    """One JSON layer object -> :class:`LayerConfig` (sizes not yet inferred)."""
+    spec = lower_keys(spec, path, LAYER_KEYS)
+    type_name = spec.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise ConfigError(f"{path}.type: required (a layer type name such as 'dense')")
+    kind = kind_for(type_name, f"{path}.type")
+    cfg = LayerConfig(type=kind.type_name, path=path)
+    cfg.activation = activation_from_name(spec.get("activation"), f"{path}.activation")
+    kind.parse(cfg, spec, path)
+    return cfg
+
+
+def infer_sizes(layers: list[LayerConfig], in_features: int | None) -> int | None:
+    """Walk layers in execution order filling inferable sizes; returns the output size."""
+    features = in_features
+    for cfg in layers:
+        features = kind_for(cfg.type).infer(cfg, features, cfg.path)
+    return features
+
+
+def apply_builder_defaults(layers: list[LayerConfig]) -> None:
+    """Defaults Go's JSON builder stores (bundles keep what was saved): norm epsilon 1e-5."""
+    for top in layers:
+        for cfg in top.iter_layers():
+            if cfg.type in ("layer_norm", "rms_norm") and cfg.epsilon == 0:
+                cfg.epsilon = BUILDER_EPSILON
+
+
+def assign_paths(layers: list[LayerConfig], prefix: str = "layers") -> None:
+    """Set every layer's (and branch's) ``path`` for error messages."""
+    for i, cfg in enumerate(layers):
+        cfg.path = f"{prefix}[{i}]"
+        if cfg.branches:
+            assign_paths(cfg.branches, f"{cfg.path}.branches")
+
+
+def parse_config_text(config: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """JSON text / bytes / dict -> dict, with parse errors as ``ConfigError``."""
+    if isinstance(config, dict):
+        return config
+    try:
+        data = json.loads(config)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_network_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate a network config; returns grid dims, batch size, input size and layers."""
+    top = lower_keys(config, "config", TOP_LEVEL_KEYS)
+    rows = spec_int(top, "grid_rows", "config")
+    cols = spec_int(top, "grid_cols", "config")
+    lpc = spec_int(top, "layers_per_cell", "config")
+    batch = spec_int(top, "batch_size", "config") or 1
+    input_size = spec_int(top, "input_size", "config") or None
+    raw_layers = top.get("layers") or []
+    if not isinstance(raw_layers, list):
+        raise ConfigError("config.layers: expected a list of layer objects")
+    if rows * cols * lpc != len(raw_layers):
+        raise ConfigError(
+            f"config.layers: layer count mismatch: expected {rows * cols * lpc} "
+            f"(grid_rows={rows} x grid_cols={cols} x layers_per_cell={lpc}), got {len(raw_layers)}"
+        )
+    layers = [parse_layer(spec, f"layers[{i}]") for i, spec in enumerate(raw_layers)]
+    apply_builder_defaults(layers)
+    infer_sizes(layers, input_size)
+    return {
+        "grid_rows": rows,
+        "grid_cols": cols,
+        "layers_per_cell": lpc,
+        "batch_size": batch,
+        "input_size": input_size,
+        "layers": layers,
+        "id": top.get("id"),
+    }

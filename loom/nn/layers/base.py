@@ -1,0 +1,196 @@
+"""The layer-kind protocol every LOOM layer type implements, and its registry.
+
+A *kind* is a stateless object with the math and the JSON rules of one layer
+type; the per-layer data lives in :class:`~loom.nn.layer_config.LayerConfig`.
+
+``forward(cfg, x, ctx)`` takes the flat input vector (LOOM's layout: ``batch``
+samples back to back) and returns ``(y, backprop)``; ``backprop(grad_y)``
+adds the parameter gradients into ``cfg.grads`` and returns ``grad_x`` —
+thinc's callback style, no autograd engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from loom.backend import Backend
+from loom.errors import ConfigError, ShapeError
+from loom.nn.layer_config import LayerConfig
+
+__all__ = [
+    "Backprop",
+    "ForwardContext",
+    "LayerKind",
+    "add_grad",
+    "check_length",
+    "kind_for",
+    "kind_names",
+    "register_kind",
+    "spec_bool",
+    "spec_float",
+    "spec_int",
+]
+
+Backprop = Callable[[Any], Any]
+
+
+@dataclass
+class ForwardContext:
+    """What a layer needs to know about the current forward pass."""
+
+    backend: Backend
+    xp: Any
+    batch_size: int
+    rng: Any = None  # backend random generator for stochastic layers (Gumbel noise)
+    training: bool = True
+
+
+def add_grad(cfg: LayerConfig, name: str, grad: Any) -> None:
+    """Accumulate ``grad`` into ``cfg.grads[name]`` (the network clears grads unless accumulating)."""
+    current = cfg.grads.get(name)
+    if current is None:
+        cfg.grads[name] = grad
+    else:
+        cfg.grads[name] = current + grad
+
+
+def check_length(cfg: LayerConfig, x: Any, expected: int, what: str) -> None:
+    """Raise ``ShapeError`` unless the flat input ``x`` has ``expected`` values."""
+    if x.shape[0] != expected:
+        raise ShapeError(
+            f"{cfg.path} ({cfg.type}): expected {expected} input values ({what}), got {x.shape[0]}"
+        )
+
+
+class LayerKind:
+    """Math and JSON rules of one LOOM layer type (subclass per type)."""
+
+    #: Canonical type name, as loom writes it into saved configs.
+    type_name: ClassVar[str] = ""
+    #: Further JSON type names accepted for this kind.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: Role in LOOM's hidden residual stream at top level: None, "add_output"
+    #: (MHA, SwiGLU), "save_input" (RMSNorm) or "add_input" (LayerNorm).
+    residual_role: ClassVar[str | None] = None
+
+    # ----- configuration -------------------------------------------------------
+    def parse(self, cfg: LayerConfig, spec: dict[str, Any], path: str) -> None:
+        """Copy this type's fields from a lower-cased JSON layer object into ``cfg``."""
+
+    def infer(self, cfg: LayerConfig, in_features: int | None, path: str) -> int | None:
+        """Fill sizes that follow from the per-sample input size; return the output size.
+
+        Raise ``ConfigError`` naming the field when a required size is missing and
+        cannot be inferred. Return ``None`` when the output size is unknown.
+        """
+        return in_features
+
+    def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
+        """Type-specific keys of the saved ``cfg`` layer definition (zeros are dropped later)."""
+        return {}
+
+    # ----- parameters ----------------------------------------------------------
+    def param_shapes(self, cfg: LayerConfig) -> dict[str, tuple[int, ...]]:
+        """LOOM weight name -> shape of every parameter array of this layer."""
+        return {}
+
+    def init_params(self, cfg: LayerConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Fresh float32 parameters with Go LOOM's ``InitializeWeights`` distributions."""
+        return {}
+
+    def export_weights(self, cfg: LayerConfig, to_numpy: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
+        """Flat float32 arrays keyed by LOOM weight name, for the bundle's weights blob."""
+        return {name: to_numpy(cfg.params[name]).reshape(-1) for name in self.param_shapes(cfg) if name in cfg.params}
+
+    def import_weights(self, cfg: LayerConfig, weights: dict[str, Any], path: str) -> dict[str, np.ndarray]:
+        """Parameters from a decoded bundle weights object (flat lists); checks sizes."""
+        from loom.errors import ModelFormatError
+
+        params: dict[str, np.ndarray] = {}
+        for name, shape in self.param_shapes(cfg).items():
+            if name not in weights or weights[name] is None:
+                raise ModelFormatError(f"{path}: weights: missing array {name!r} for a {cfg.type} layer")
+            flat = np.asarray(weights[name], dtype=np.float32)
+            expected = int(np.prod(shape))
+            if flat.ndim != 1 or flat.size != expected:
+                raise ModelFormatError(
+                    f"{path}: weights.{name}: expected {expected} values for shape {list(shape)}, got {flat.size}"
+                )
+            params[name] = flat.reshape(shape)
+        return params
+
+    # ----- math ----------------------------------------------------------------
+    def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext) -> tuple[Any, Backprop]:
+        """Run the layer on the flat input ``x``; return ``(y, backprop)``."""
+        raise NotImplementedError(f"layer type {cfg.type!r} is not implemented yet")
+
+    def reset_state(self, cfg: LayerConfig) -> None:
+        """Forget recurrent state (stateful RNN/LSTM)."""
+        cfg.state.clear()
+
+
+_KINDS: dict[str, LayerKind] = {}
+
+
+def register_kind(kind_cls: type[LayerKind]) -> type[LayerKind]:
+    """Class decorator: register a layer kind under its type name and aliases."""
+    kind = kind_cls()
+    for name in (kind_cls.type_name, *kind_cls.aliases):
+        _KINDS[name] = kind
+    return kind_cls
+
+
+def kind_for(type_name: str, path: str = "type") -> LayerKind:
+    """The registered kind of a JSON type name (exact, lower case)."""
+    kind = _KINDS.get(type_name)
+    if kind is None:
+        import difflib
+
+        hint = difflib.get_close_matches(str(type_name).lower(), list(_KINDS), n=1)
+        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"{path}: unknown layer type {type_name!r}{did_you_mean}; accepted: " + ", ".join(sorted(_KINDS))
+        )
+    return kind
+
+
+def kind_names() -> list[str]:
+    """Every accepted JSON layer type name."""
+    return sorted(_KINDS)
+
+
+# ----- JSON field readers (lenient about 8.0 for ints, strict about everything else) -----
+def spec_int(spec: dict[str, Any], key: str, path: str, default: int = 0) -> int:
+    """Integer field ``key`` of a lower-cased JSON object (missing -> ``default``)."""
+    value = spec.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ConfigError(f"{path}.{key}: expected an integer, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{path}.{key}: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def spec_float(spec: dict[str, Any], key: str, path: str, default: float = 0.0) -> float:
+    """Float field ``key`` (missing -> ``default``)."""
+    value = spec.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}.{key}: expected a number, got {value!r}")
+    return float(np.float32(value))
+
+
+def spec_bool(spec: dict[str, Any], key: str, path: str, default: bool = False) -> bool:
+    """Boolean field ``key`` (missing -> ``default``)."""
+    value = spec.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}.{key}: expected true or false, got {value!r}")
+    return value

@@ -1,0 +1,478 @@
+"""The LOOM grid ``Network``: rows x cols x layers_per_cell layers run in flat order.
+
+Data flows through the layers strictly in flat-index order
+(``row * cols * lpc + col * lpc + layer``); the grid is an ordering device, as
+in LOOM. Between layers the data is one flat vector holding ``batch_size``
+samples back to back (LOOM's layout).
+
+LOOM's *hidden residual stream* is reproduced in the forward pass: an RMSNorm
+remembers its input, the next MHA/SwiGLU of matching length adds the remembered
+vector to its output, a LayerNorm adds it to its input. Unlike Go, gradients
+flow back through these additions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loom.backend import Backend, resolve_backend, to_numpy
+from loom.errors import ConfigError, LoomError, ShapeError
+from loom.nn.builder import assign_paths, infer_sizes, parse_config_text, parse_network_config
+from loom.nn.introspection import IntrospectionMixin
+from loom.nn.layer_config import LayerConfig
+from loom.nn.layers import ForwardContext, kind_for
+
+__all__ = ["Network", "create_network_from_json", "new_network"]
+
+
+class Network(IntrospectionMixin):
+    """A LOOM grid network.
+
+    Parameters
+    ----------
+    grid_rows, grid_cols, layers_per_cell : int
+        Grid shape; ``total_layers() = grid_rows * grid_cols * layers_per_cell``.
+    layers : list of LayerConfig, optional
+        Layers in flat order (default: size-less Dense layers, filled with ``set_layer``).
+    batch_size : int
+        Samples per flat input vector (LOOM's ``BatchSize``).
+    input_size : int, optional
+        Features of one input sample (informational; used for size inference).
+    backend : str or Backend, optional
+        ``"numpy"`` or ``"cupy"``; default: the current backend.
+
+    Examples
+    --------
+    >>> import loom
+    >>> net = loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1,
+    ...     "layers_per_cell": 1, "layers": [{"type": "dense", "input_size": 2,
+    ...     "output_size": 1, "activation": "sigmoid"}]})
+    >>> net.forward([0.5, -0.5]).shape
+    (1,)
+    """
+
+    def __init__(
+        self,
+        grid_rows: int,
+        grid_cols: int,
+        layers_per_cell: int,
+        layers: Sequence[LayerConfig] | None = None,
+        *,
+        batch_size: int = 1,
+        input_size: int | None = None,
+        backend: str | Backend | None = None,
+    ) -> None:
+        self.grid_rows = int(grid_rows)
+        self.grid_cols = int(grid_cols)
+        self.layers_per_cell = int(layers_per_cell)
+        self.batch_size = int(batch_size) if batch_size else 1
+        self.input_size = input_size
+        self._backend = resolve_backend(backend)
+        total = self.grid_rows * self.grid_cols * self.layers_per_cell
+        if layers is None:
+            layers = [LayerConfig(type="dense") for _ in range(total)]
+        if len(layers) != total:
+            raise ConfigError(
+                f"layers: expected {total} layers (grid {grid_rows}x{grid_cols}x{layers_per_cell}), "
+                f"got {len(layers)}"
+            )
+        self.layers: list[LayerConfig] = list(layers)
+        assign_paths(self.layers)
+        self._activations: list[Any] = []
+        self._tape: list[tuple[Any, int | None, str | None]] | None = None
+        self._rng = self._backend.rng(None)
+
+    # ------------------------------------------------------------------ backend
+    @property
+    def backend(self) -> str:
+        """Name of the backend holding this network's arrays."""
+        return self._backend.name
+
+    @property
+    def xp(self) -> Any:
+        """Array-API namespace of this network's backend."""
+        return self._backend.xp
+
+    def to_backend(self, name: str | Backend) -> Network:
+        """Move every parameter, gradient and state array to ``name`` (returns self)."""
+        target = resolve_backend(name)
+        for top in self.layers:
+            for cfg in top.iter_layers():
+                for store in (cfg.params, cfg.grads, cfg.state):
+                    for key, value in store.items():
+                        if hasattr(value, "shape"):
+                            store[key] = target.asarray(to_numpy(value), dtype=value.dtype)
+        self._backend = target
+        self._rng = target.rng(None)
+        self._activations = []
+        self._tape = None
+        return self
+
+    # ------------------------------------------------------------------ grid
+    def total_layers(self) -> int:
+        """Number of layers (rows x cols x layers_per_cell)."""
+        return len(self.layers)
+
+    def _flat_index(self, row: int, col: int, layer: int) -> int:
+        idx = row * self.grid_cols * self.layers_per_cell + col * self.layers_per_cell + layer
+        if not (0 <= row < self.grid_rows and 0 <= col < self.grid_cols and 0 <= layer < self.layers_per_cell):
+            raise IndexError(
+                f"grid position ({row}, {col}, {layer}) outside the "
+                f"{self.grid_rows}x{self.grid_cols}x{self.layers_per_cell} grid"
+            )
+        return idx
+
+    def get_layer(self, row: int, col: int, layer: int) -> LayerConfig:
+        """The :class:`LayerConfig` at a grid position (the live object, not a copy)."""
+        return self.layers[self._flat_index(row, col, layer)]
+
+    def set_layer(self, row: int, col: int, layer: int, cfg: LayerConfig) -> None:
+        """Replace the layer at a grid position; parameters are created if it has none."""
+        if not isinstance(cfg, LayerConfig):
+            raise ConfigError(f"set_layer: expected a LayerConfig, got {type(cfg).__name__}")
+        idx = self._flat_index(row, col, layer)
+        kind = kind_for(cfg.type, f"layers[{idx}].type")
+        self.layers[idx] = cfg
+        assign_paths(self.layers)
+        if not cfg.params and kind.param_shapes(cfg):
+            self._init_layer(cfg, np.random.default_rng())
+        else:
+            self._move_layer(cfg)
+        self._activations = []
+        self._tape = None
+
+    def get_activation(self, row: int, col: int, layer: int) -> int:
+        """Activation id of the layer at a grid position."""
+        return int(self.get_layer(row, col, layer).activation)
+
+    # ------------------------------------------------------------------ weights
+    def _init_layer(self, cfg: LayerConfig, rng: np.random.Generator) -> None:
+        kind = kind_for(cfg.type)
+        params = kind.init_params(cfg, rng)
+        cfg.params = {k: self._backend.asarray(v) for k, v in params.items()}
+        cfg.grads = {}
+        cfg.state = {}
+        for branch in cfg.branches:
+            self._init_layer(branch, rng)
+
+    def _move_layer(self, cfg: LayerConfig) -> None:
+        for layer in cfg.iter_layers():
+            layer.params = {k: self._backend.asarray(to_numpy(v)) for k, v in layer.params.items()}
+
+    def initialize_weights(self, seed: int | None = None) -> None:
+        """(Re-)initialise every parameter with LOOM's distributions.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Makes the initialisation reproducible (and identical on NumPy and CuPy:
+            weights are drawn on the host, then moved to the backend).
+        """
+        rng = np.random.default_rng(seed)
+        for cfg in self.layers:
+            self._init_layer(cfg, rng)
+        self._rng = self._backend.rng(None if seed is None else seed + 1)
+        self._activations = []
+        self._tape = None
+
+    def seed(self, seed: int) -> None:
+        """Seed the generator of stochastic layers (Gumbel softmax noise)."""
+        self._rng = self._backend.rng(seed)
+
+    def iter_all_layers(self):
+        """Every layer and nested branch, depth first, in flat order."""
+        for cfg in self.layers:
+            yield from cfg.iter_layers()
+
+    def num_parameters(self) -> int:
+        """Total number of trainable scalars."""
+        return sum(cfg.num_parameters() for cfg in self.layers)
+
+    # ------------------------------------------------------------------ forward / backward
+    def _as_input(self, x: Any) -> tuple[Any, int, bool]:
+        """Flat backend vector, batch size, and whether the caller passed 2-D."""
+        backend = self._backend
+        if not (hasattr(x, "shape") and type(x).__module__.split(".")[0] == backend.name and x.dtype == backend.float_dtype):
+            try:
+                x = backend.asarray(x)
+            except (TypeError, ValueError) as exc:
+                raise ShapeError(f"input: expected a flat or [batch, features] array of numbers ({exc})") from exc
+        if x.ndim == 2:
+            return x.reshape(-1), int(x.shape[0]), True
+        if x.ndim != 1:
+            raise ShapeError(f"input: expected a flat vector or a [batch, features] matrix, got shape {tuple(x.shape)}")
+        return x, self.batch_size, False
+
+    def _forward(self, x: Any, batch_size: int) -> Any:
+        xp = self._backend.xp
+        ctx = ForwardContext(self._backend, xp, batch_size, self._rng)
+        activations = [x]
+        tape: list[tuple[Any, int | None, str | None]] = []
+        residual: tuple[Any, int] | None = None
+        for i, cfg in enumerate(self.layers):
+            kind = kind_for(cfg.type)
+            role = kind.residual_role
+            source: int | None = None
+            if role == "add_input":
+                if residual is not None and residual[0].shape == x.shape:
+                    source = residual[1]
+                    x = x + residual[0]
+                y, backprop = kind.forward(cfg, x, ctx)
+                if residual is not None:
+                    residual = (y, i + 1)
+            elif role == "add_output":
+                y, backprop = kind.forward(cfg, x, ctx)
+                if residual is not None and residual[0].shape == y.shape:
+                    source = residual[1]
+                    y = y + residual[0]
+                residual = (y, i + 1)
+            else:
+                y, backprop = kind.forward(cfg, x, ctx)
+                if role == "save_input":
+                    residual = (x, i)
+            tape.append((backprop, source, role))
+            activations.append(y)
+            x = y
+        self._activations = activations
+        self._tape = tape
+        return x
+
+    def _backward(self, grad: Any, accumulate: bool) -> Any:
+        if self._tape is None:
+            raise LoomError("backward: call forward first (no forward pass is recorded)")
+        if not accumulate:
+            for cfg in self.iter_all_layers():
+                cfg.grads = {}
+        out = self._activations[-1]
+        if grad.shape != out.shape:
+            raise ShapeError(f"grad_output: expected {out.shape[0]} values (the output length), got {grad.shape[0]}")
+        pending: dict[int, Any] = {}
+        for i in range(len(self._tape) - 1, -1, -1):
+            extra = pending.pop(i + 1, None)
+            if extra is not None:
+                grad = grad + extra
+            backprop, source, role = self._tape[i]
+            if source is not None and role == "add_output":
+                pending[source] = grad if source not in pending else pending[source] + grad
+            grad = backprop(grad)
+            if source is not None and role == "add_input":
+                pending[source] = grad if source not in pending else pending[source] + grad
+        extra = pending.pop(0, None)
+        return grad if extra is None else grad + extra
+
+    def forward(self, x: Any) -> Any:
+        """Run the network.
+
+        Parameters
+        ----------
+        x : array-like
+            Flat input of ``batch_size * input_size`` values (LOOM's layout) or a
+            2-D ``[batch, features]`` array (any batch count).
+
+        Returns
+        -------
+        array
+            Backend array; flat for a flat input, ``[batch, out]`` for a 2-D input.
+        """
+        flat, batch, two_d = self._as_input(x)
+        y = self._forward(flat, batch)
+        return y.reshape(batch, -1) if two_d else y
+
+    def backward(self, grad_output: Any, *, accumulate: bool = False) -> Any:
+        """Back-propagate ``dL/d(output)``; stores parameter gradients, returns ``dL/d(input)``.
+
+        Gradients overwrite the stored ones (as LOOM) unless ``accumulate=True``.
+        """
+        grad, _, two_d = self._as_input(grad_output)
+        dx = self._backward(grad, accumulate)
+        if two_d:
+            return dx.reshape(grad_output.shape[0] if hasattr(grad_output, "shape") else len(grad_output), -1)
+        return dx
+
+    def gradients(self) -> list[Any]:
+        """Every stored gradient array (flat order, branches included)."""
+        return [g for cfg in self.iter_all_layers() for g in cfg.grads.values()]
+
+    def update_weights(self, learning_rate: float) -> None:
+        """Plain SGD step ``w -= lr * grad`` on every parameter that has a gradient."""
+        lr = float(learning_rate)
+        for cfg in self.iter_all_layers():
+            params = cfg.params
+            for name, grad in cfg.grads.items():
+                params[name] -= lr * grad
+
+    def zero_gradients(self) -> None:
+        """Set every stored gradient to zero (slots stay allocated)."""
+        for cfg in self.iter_all_layers():
+            for grad in cfg.grads.values():
+                grad[...] = 0
+
+    def kernel_gradients(self) -> list[dict[str, Any]]:
+        """Per-layer gradient dictionaries (flat order)."""
+        return [dict(cfg.grads) for cfg in self.layers]
+
+    def activations(self) -> list[Any]:
+        """Per-layer outputs of the last forward pass: ``[input, out_0, out_1, ...]``."""
+        return list(self._activations)
+
+    def reset_state(self) -> None:
+        """Clear the hidden state of every ``stateful`` RNN/LSTM layer."""
+        for cfg in self.iter_all_layers():
+            kind_for(cfg.type).reset_state(cfg)
+
+    # ------------------------------------------------------------------ training / evaluation / io
+    def train(self, batches: Any, config: Any = None):
+        """Train with LOOM's loop; see :func:`loom.nn.training.train_network`."""
+        from loom.nn.training import train_network
+
+        return train_network(self, batches, config)
+
+    def evaluate_network(self, inputs: Any, expected_outputs: Any):
+        """LOOM's deviation metrics; see :func:`loom.nn.evaluation.evaluate_network`."""
+        from loom.nn.evaluation import evaluate_network
+
+        return evaluate_network(self, inputs, expected_outputs)
+
+    def save_model_to_string(self, model_id: str = "model") -> str:
+        """The network as LOOM bundle JSON text (``"type": "modelhost/bundle"``)."""
+        from loom.nn.serialization import save_model_to_string
+
+        return save_model_to_string(self, model_id)
+
+    def save_model(self, path: str | Path, model_id: str = "model") -> None:
+        """Write the LOOM bundle to ``path`` atomically (temp file + rename)."""
+        from loom.nn.serialization import save_model
+
+        save_model(self, path, model_id)
+
+    def __repr__(self) -> str:
+        types = ", ".join(cfg.type for cfg in self.layers)
+        return (
+            f"Network(grid={self.grid_rows}x{self.grid_cols}x{self.layers_per_cell}, "
+            f"batch_size={self.batch_size}, backend={self.backend!r}, layers=[{types}])"
+        )
+
+    # ------------------------------------------------------------------ LOOM-compatible names
+    def ForwardCPU(self, x: Any) -> tuple[list[float], int]:
+        """LOOM name: forward pass returning ``(list_of_floats, duration_ns)``."""
+        start = time.perf_counter_ns()
+        y = self.forward(x)
+        values = to_numpy(y).reshape(-1).tolist()
+        return values, time.perf_counter_ns() - start
+
+    def BackwardCPU(self, grad: Any) -> tuple[list[float], int]:
+        """LOOM name: backward pass returning ``(list_of_floats, duration_ns)``."""
+        start = time.perf_counter_ns()
+        dx = self.backward(grad)
+        return to_numpy(dx).reshape(-1).tolist(), time.perf_counter_ns() - start
+
+    def UpdateWeights(self, learning_rate: float) -> None:
+        """LOOM name of :meth:`update_weights`."""
+        self.update_weights(learning_rate)
+
+    def ZeroGradients(self) -> None:
+        """LOOM name of :meth:`zero_gradients`."""
+        self.zero_gradients()
+
+    def Train(self, batches: Any, config: Any = None):
+        """LOOM name of :meth:`train`."""
+        return self.train(batches, config)
+
+    def EvaluateNetwork(self, inputs: Any, expected_outputs: Any):
+        """LOOM name of :meth:`evaluate_network`."""
+        return self.evaluate_network(inputs, expected_outputs)
+
+    def SaveModelToString(self, model_id: str = "model") -> str:
+        """LOOM name of :meth:`save_model_to_string`."""
+        return self.save_model_to_string(model_id)
+
+    def SaveModel(self, path: str | Path, model_id: str = "model") -> None:
+        """LOOM name of :meth:`save_model`."""
+        self.save_model(path, model_id)
+
+    def GetLayer(self, row: int, col: int, layer: int) -> LayerConfig:
+        """LOOM name of :meth:`get_layer`."""
+        return self.get_layer(row, col, layer)
+
+    def SetLayer(self, row: int, col: int, layer: int, cfg: LayerConfig) -> None:
+        """LOOM name of :meth:`set_layer`."""
+        self.set_layer(row, col, layer, cfg)
+
+    def GetActivation(self, row: int, col: int, layer: int) -> int:
+        """LOOM name of :meth:`get_activation`."""
+        return self.get_activation(row, col, layer)
+
+    def TotalLayers(self) -> int:
+        """LOOM name of :meth:`total_layers`."""
+        return self.total_layers()
+
+    def Activations(self) -> list[list[float]]:
+        """LOOM name: per-layer outputs of the last forward as lists of floats."""
+        return [to_numpy(a).reshape(-1).tolist() for a in self._activations]
+
+    def InitializeWeights(self) -> None:
+        """LOOM name of :meth:`initialize_weights`."""
+        self.initialize_weights()
+
+    def ResetState(self) -> None:
+        """LOOM name of :meth:`reset_state`."""
+        self.reset_state()
+
+    def KernelGradients(self) -> list[dict[str, Any]]:
+        """Per-layer gradient dictionaries (LOOM name)."""
+        return self.kernel_gradients()
+
+
+def create_network_from_json(config: str | bytes | dict[str, Any], *, backend: str | Backend | None = None, seed: int | None = None) -> Network:
+    """Build a :class:`Network` from a LOOM JSON config and initialise its weights.
+
+    Parameters
+    ----------
+    config : str, bytes or dict
+        LOOM network JSON (``grid_rows``, ``grid_cols``, ``layers_per_cell``,
+        ``batch_size``, ``layers``). A saved model bundle is detected and loaded.
+    backend : str, optional
+        ``"numpy"`` or ``"cupy"`` (default: the current backend).
+    seed : int, optional
+        Seed for reproducible weights.
+    """
+    data = parse_config_text(config)
+    if data.get("type") == "modelhost/bundle":
+        from loom.nn.serialization import load_bundle_network
+
+        return load_bundle_network(data, None, backend=backend)
+    parsed = parse_network_config(data)
+    net = Network(
+        parsed["grid_rows"],
+        parsed["grid_cols"],
+        parsed["layers_per_cell"],
+        parsed["layers"],
+        batch_size=parsed["batch_size"],
+        input_size=parsed["input_size"],
+        backend=backend,
+    )
+    net.initialize_weights(seed)
+    return net
+
+
+def new_network(
+    input_size: int, grid_rows: int, grid_cols: int, layers_per_cell: int, *, batch_size: int = 1,
+    backend: str | Backend | None = None,
+) -> Network:
+    """An empty grid network (size-less Dense placeholders); fill it with ``set_layer``."""
+    return Network(grid_rows, grid_cols, layers_per_cell, batch_size=batch_size, input_size=input_size, backend=backend)
+
+
+def network_from_layers(layers: list[LayerConfig], *, batch_size: int = 1, input_size: int | None = None,
+                        backend: str | Backend | None = None, seed: int | None = None) -> Network:
+    """A 1 x 1 x N network from layer configs (sizes inferred, weights initialised)."""
+    assign_paths(layers)
+    infer_sizes(layers, input_size)
+    net = Network(1, 1, len(layers), layers, batch_size=batch_size, input_size=input_size, backend=backend)
+    net.initialize_weights(seed)
+    return net

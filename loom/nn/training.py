@@ -1,0 +1,316 @@
+"""LOOM's training loop: ``TrainingConfig``, ``TrainingBatch``, ``TrainingResult``, ``train_network``.
+
+For each epoch, for each batch in the given order: forward, loss (recorded
+before the update), loss gradient, backward, optional global-norm clipping,
+plain SGD step. ``LossHistory[e]`` is the mean of the epoch's batch losses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from loom.backend import resolve_backend, to_numpy
+from loom.errors import ConfigError, ShapeError, TrainingDivergedError
+from loom.ops.losses import clip_by_global_norm, loss_and_grad, normalize_loss_type
+
+__all__ = ["TrainingBatch", "TrainingConfig", "TrainingResult", "go_duration", "train_network"]
+
+#: LOOM's JSON key -> loom's field name.
+_LOOM_KEYS = {
+    "epochs": "epochs",
+    "learningrate": "learning_rate",
+    "usegpu": "use_gpu",
+    "printeverybatch": "print_every_batch",
+    "gradientclip": "gradient_clip",
+    "losstype": "loss_type",
+    "verbose": "verbose",
+    "evaluateeveryn": "evaluate_every_n",
+    "validationinputs": "validation_inputs",
+    "validationtargets": "validation_targets",
+}
+
+
+@dataclass
+class TrainingConfig:
+    """Training settings (LOOM's ``TrainingConfig``).
+
+    ``from_dict`` accepts LOOM's keys in any case (``"LearningRate"``,
+    ``"epochs"``) and snake_case (``"learning_rate"``). ``use_gpu=True`` trains
+    on CuPy (``BackendUnavailableError`` when CuPy or a CUDA device is missing).
+    ``raise_on_divergence`` stops with ``TrainingDivergedError`` on a non-finite loss.
+    """
+
+    epochs: int = 10
+    learning_rate: float = 0.001
+    use_gpu: bool = False
+    print_every_batch: int = 0
+    gradient_clip: float = 0.0
+    loss_type: str = "mse"
+    verbose: bool = False
+    evaluate_every_n: int = 0
+    validation_inputs: Any = None
+    validation_targets: Any = None
+    raise_on_divergence: bool = True
+    progress_bar: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.loss_type = normalize_loss_type(self.loss_type, "loss_type")
+        for name in ("epochs", "print_every_batch", "evaluate_every_n"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not float(value).is_integer():
+                raise ConfigError(f"{name}: expected a non-negative integer, got {value!r}")
+            setattr(self, name, int(value))
+        for name in ("learning_rate", "gradient_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+            setattr(self, name, float(value))
+        if self.gradient_clip < 0:
+            raise ConfigError(f"gradient_clip: expected >= 0 (0 disables clipping), got {self.gradient_clip}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
+        """Build from LOOM keys (any case) or snake_case keys; unknown keys raise ``ConfigError``."""
+        names = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            low = str(key).lower()
+            name = _LOOM_KEYS.get(low) or (low if low in names else None)
+            if name is None:
+                choices = sorted(set(_LOOM_KEYS) | names)
+                hint = difflib.get_close_matches(low, choices, n=1)
+                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"training config.{key}: unknown key{did_you_mean}")
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """LOOM's JSON keys."""
+        return {
+            "Epochs": self.epochs,
+            "LearningRate": self.learning_rate,
+            "UseGPU": self.use_gpu,
+            "PrintEveryBatch": self.print_every_batch,
+            "GradientClip": self.gradient_clip,
+            "LossType": self.loss_type,
+            "Verbose": self.verbose,
+            "EvaluateEveryN": self.evaluate_every_n,
+            "ValidationInputs": self.validation_inputs,
+            "ValidationTargets": self.validation_targets,
+        }
+
+
+@dataclass
+class TrainingBatch:
+    """One training step's data: a flat input (``batch_size`` samples) and its target."""
+
+    input: Any
+    target: Any
+
+    @classmethod
+    def coerce(cls, item: Any, index: int) -> TrainingBatch:
+        """Accept a TrainingBatch, a ``{"Input", "Target"}`` dict (any case) or an (input, target) pair."""
+        if isinstance(item, TrainingBatch):
+            return item
+        if isinstance(item, Mapping):
+            low = {str(k).lower(): v for k, v in item.items()}
+            if "input" not in low or "target" not in low:
+                raise ShapeError(f"batches[{index}]: expected keys 'Input' and 'Target', got {sorted(item)}")
+            return cls(low["input"], low["target"])
+        if isinstance(item, tuple | list) and len(item) == 2:
+            return cls(item[0], item[1])
+        raise ShapeError(f"batches[{index}]: expected a TrainingBatch, a dict or an (input, target) pair")
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of :func:`train_network` (LOOM's ``TrainingResult``)."""
+
+    final_loss: float = 0.0
+    best_loss: float = math.inf
+    total_time: float = 0.0
+    avg_throughput: float = 0.0
+    loss_history: list[float] = field(default_factory=list)
+    eval_metrics: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """LOOM's JSON keys (``TotalTime`` in integer nanoseconds)."""
+        return {
+            "FinalLoss": self.final_loss,
+            "BestLoss": self.best_loss,
+            "TotalTime": int(round(self.total_time * 1e9)),
+            "AvgThroughput": self.avg_throughput,
+            "LossHistory": list(self.loss_history),
+            "EvalMetrics": None if self.eval_metrics is None else self.eval_metrics.to_dict(),
+        }
+
+
+def go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String()`` text (``13.638µs``, ``1.5s``)."""
+    ns = int(round(seconds * 1e9))
+    if ns < 1000:
+        return f"{ns}ns"
+    for unit, scale in (("µs", 1e3), ("ms", 1e6)):
+        if ns < scale * 1000:
+            return f"{ns / scale:.3f}".rstrip("0").rstrip(".") + unit
+    return f"{ns / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _coerce_config(config: Any) -> TrainingConfig:
+    if config is None:
+        return TrainingConfig()
+    if isinstance(config, TrainingConfig):
+        return config
+    if isinstance(config, Mapping):
+        return TrainingConfig.from_dict(config)
+    raise ConfigError(f"config: expected a TrainingConfig or a dict, got {type(config).__name__}")
+
+
+def _prepare_batches(net: Any, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
+    prepared = []
+    for i, item in enumerate(batches):
+        batch = TrainingBatch.coerce(item, i)
+        x, batch_size, _ = net._as_input(batch.input)
+        target, _, _ = net._as_input(batch.target)
+        prepared.append((x, target, batch_size))
+    if not prepared:
+        raise ShapeError("batches: expected at least one training batch, got none")
+    return prepared
+
+
+def _want_progress_bar(cfg: TrainingConfig) -> bool:
+    if cfg.progress_bar is not None:
+        return cfg.progress_bar
+    return cfg.verbose and sys.stderr.isatty()
+
+
+def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> TrainingResult:
+    """Train ``net`` with LOOM's loop.
+
+    Parameters
+    ----------
+    net : Network
+    batches : list
+        ``TrainingBatch`` objects, ``{"Input": [...], "Target": [...]}`` dicts or
+        ``(input, target)`` pairs, used in this order every epoch.
+    config : TrainingConfig or dict, optional
+
+    Returns
+    -------
+    TrainingResult
+    """
+    cfg = _coerce_config(config)
+    if cfg.use_gpu and net.backend != "cupy":
+        net.to_backend(resolve_backend("cupy"))
+    elif not cfg.use_gpu and isinstance(config, Mapping) and net.backend != "numpy" and any(
+        str(k).lower() in ("usegpu", "use_gpu") for k in config
+    ):
+        net.to_backend("numpy")
+    data = _prepare_batches(net, batches)
+    xp = net.xp
+    result = TrainingResult()
+    if cfg.epochs == 0:
+        return result
+    out = sys.stdout
+    samples_per_epoch = sum(b for _, _, b in data)
+    if cfg.verbose:
+        out.write(
+            "\n=== Training Configuration ===\n"
+            f"Epochs: {cfg.epochs}\nLearning Rate: {cfg.learning_rate:.6f}\n"
+            f"Batches per Epoch: {len(data)}\nSamples per Epoch: {samples_per_epoch}\n"
+            f"Backend: {'GPU (CuPy)' if net.backend == 'cupy' else 'CPU'}\nLoss Function: {cfg.loss_type}\n\n"
+        )
+    progress = None
+    if _want_progress_bar(cfg):
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr)
+    loss_type, lr, clip = cfg.loss_type, cfg.learning_rate, cfg.gradient_clip
+    print_batches = cfg.verbose or cfg.print_every_batch > 0
+    every = max(cfg.print_every_batch, 1)
+    start = time.perf_counter()
+    try:
+        for epoch in range(cfg.epochs):
+            epoch_start = time.perf_counter()
+            total = 0.0
+            for b, (x, target, batch_size) in enumerate(data):
+                y = net._forward(x, batch_size)
+                loss, grad = loss_and_grad(loss_type, y, target, xp)
+                if not math.isfinite(loss) and cfg.raise_on_divergence:
+                    raise TrainingDivergedError(
+                        f"training diverged: loss is {loss} at epoch {epoch + 1}, batch {b + 1} "
+                        "(lower the learning rate or set gradient_clip; raise_on_divergence=False continues)",
+                        epoch=epoch + 1,
+                        batch=b + 1,
+                    )
+                total += loss
+                net._backward(grad, False)
+                if clip > 0:
+                    clip_by_global_norm(net.gradients(), clip, xp)
+                net.update_weights(lr)
+                if print_batches and (b + 1) % every == 0:
+                    out.write(f"\rEpoch {epoch + 1}/{cfg.epochs} - Batch {b + 1}/{len(data)} - Loss: {loss:.6f}")
+            avg = total / len(data)
+            result.loss_history.append(avg)
+            result.best_loss = min(result.best_loss, avg)
+            if cfg.verbose:
+                elapsed = time.perf_counter() - epoch_start
+                out.write(
+                    f"\rEpoch {epoch + 1}/{cfg.epochs} - Avg Loss: {avg:.6f} (Best: {result.best_loss:.6f}) - "
+                    f"Time: {go_duration(elapsed)} - Throughput: {samples_per_epoch / max(elapsed, 1e-12):.0f} samples/sec\n"
+                )
+                if (epoch + 1) % 5 == 0:
+                    _print_gradient_stats(net, out)
+            if (
+                cfg.evaluate_every_n > 0
+                and (epoch + 1) % cfg.evaluate_every_n == 0
+                and cfg.validation_inputs is not None
+                and cfg.validation_targets is not None
+            ):
+                if cfg.verbose:
+                    out.write("\n  Running validation evaluation...\n")
+                result.eval_metrics = net.evaluate_network(cfg.validation_inputs, cfg.validation_targets)
+                if cfg.verbose:
+                    m = result.eval_metrics
+                    out.write(
+                        f"  Validation Score: {m.score:.2f}/100, Avg Deviation: {m.avg_deviation:.2f}%, "
+                        f"Failures: {m.failures}/{m.total_samples}\n"
+                    )
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{avg:.6f}")
+    finally:
+        if progress is not None:
+            progress.close()
+    net._backend.synchronize()
+    result.total_time = time.perf_counter() - start
+    result.final_loss = result.loss_history[-1]
+    result.avg_throughput = samples_per_epoch * cfg.epochs / max(result.total_time, 1e-12)
+    if cfg.verbose:
+        out.write(
+            f"\n✓ Training Complete!\nFinal Loss: {result.final_loss:.6f}\nBest Loss: {result.best_loss:.6f}\n"
+            f"Total Time: {go_duration(result.total_time)}\nAverage Throughput: {result.avg_throughput:.0f} samples/sec\n\n"
+        )
+        out.flush()
+    return result
+
+
+def _print_gradient_stats(net: Any, out: Any) -> None:
+    per_layer = [(i, [g for layer in cfg.iter_layers() for g in layer.grads.values()]) for i, cfg in enumerate(net.layers)]
+    with_grads = [(i, gs) for i, gs in per_layer if gs]
+    out.write(
+        f"  Gradient Statistics:\n    Total layers: {len(net.layers)}, Layers with gradients: {len(with_grads)}\n"
+    )
+    for i, grads in with_grads:
+        flat = [to_numpy(g).reshape(-1) for g in grads]
+        size = sum(f.size for f in flat)
+        norm = math.sqrt(sum(float((f.astype("float64") ** 2).sum()) for f in flat))
+        mean = sum(float(f.sum()) for f in flat) / max(size, 1)
+        out.write(f"    Layer {i}: norm={norm:.6f}, mean={mean:.6f}, size={size}\n")
+    out.write("\n")
