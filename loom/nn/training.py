@@ -87,6 +87,8 @@ class TrainingConfig:
                 hint = difflib.get_close_matches(low, choices, n=1)
                 did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ConfigError(f"training config.{key}: unknown key{did_you_mean}")
+            if name == "loss_type":
+                value = normalize_loss_type(value, f"training config.{key}")
             kwargs[name] = value
         return cls(**kwargs)
 
