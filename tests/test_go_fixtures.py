@@ -236,13 +236,11 @@ def test_verbose_training_prints_loom_lines_and_validation(backend):
     assert result.eval_metrics.to_dict()["score"] == pytest.approx(go_metrics["score"])
     assert result.to_dict()["EvalMetrics"]["buckets"] == go_metrics["buckets"]
 
-    def batch_lines(text: str) -> list[str]:
-        return re.findall(r"Epoch \d+/\d+ - Batch \d+/\d+ - Loss: [0-9.]+", text)
+    def without_timings(text: str) -> str:
+        return re.sub(r"Time: \S+|Throughput: \d+", "<t>", text)
 
-    assert batch_lines(out.getvalue()) == batch_lines(fix["training"]["stdout"])
-    for line in ("=== Training Configuration ===", "Epochs: 10", "Batches per Epoch: 4", "Loss Function: mse",
-                 "Running validation evaluation...", "Validation Score: 75.00/100", "✓ Training Complete!"):
-        assert line in out.getvalue()
+    # Identical to Go's verbose output except for wall-clock numbers.
+    assert without_timings(out.getvalue()) == without_timings(fix["training"]["stdout"])
 
 
 def test_unknown_loss_type_is_a_config_error():

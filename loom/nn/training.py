@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from loom.backend import resolve_backend, to_numpy
 from loom.errors import ConfigError, ShapeError, TrainingDivergedError
 from loom.ops.losses import clip_by_global_norm, loss_and_grad, normalize_loss_type
@@ -304,15 +306,20 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
 
 
 def _print_gradient_stats(net: Any, out: Any) -> None:
-    per_layer = [(i, [g for layer in cfg.iter_layers() for g in layer.grads.values()]) for i, cfg in enumerate(net.layers)]
-    with_grads = [(i, gs) for i, gs in per_layer if gs]
+    """LOOM's verbose "Gradient Statistics" block (kernel = every non-bias gradient of a layer)."""
+    kernel: list[tuple[int, list[Any]]] = []
+    bias_layers = 0
+    for i, top in enumerate(net.layers):
+        grads = [(name, g) for cfg in top.iter_layers() for name, g in cfg.grads.items()]
+        weights = [g for name, g in grads if "bias" not in name]
+        if weights:
+            kernel.append((i, weights))
+        bias_layers += any("bias" in name for name, _ in grads)
     out.write(
-        f"  Gradient Statistics:\n    Total layers: {len(net.layers)}, Layers with gradients: {len(with_grads)}\n"
+        f"  Gradient Statistics:\n    Total layers: {len(net.layers)}, Kernel grads: {len(kernel)}, "
+        f"Bias grads: {bias_layers}\n"
     )
-    for i, grads in with_grads:
-        flat = [to_numpy(g).reshape(-1) for g in grads]
-        size = sum(f.size for f in flat)
-        norm = math.sqrt(sum(float((f.astype("float64") ** 2).sum()) for f in flat))
-        mean = sum(float(f.sum()) for f in flat) / max(size, 1)
-        out.write(f"    Layer {i}: norm={norm:.6f}, mean={mean:.6f}, size={size}\n")
-    out.write("\n")
+    for i, grads in kernel:
+        flat = np.concatenate([to_numpy(g).reshape(-1).astype(np.float64) for g in grads])
+        norm = math.sqrt(float(flat @ flat))
+        out.write(f"    Layer {i}: norm={norm:.6f}, mean={float(flat.mean()):.6f}, size={flat.size}\n")
