@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
 from loom.errors import ModelFormatError
 
@@ -258,9 +258,10 @@ def _sentencepiece_backend(
     backend = tokenizers.Tokenizer(
         models.BPE(vocab, merges, unk_token=unk_token, fuse_unk=True, byte_fallback=True)
     )
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="first" if add_space_prefix else "never", split=False
-    )
+    # Like llama.cpp (and Llama-2's tokenizer.json), every text fragment - also the one after
+    # a special token - gets the "▁" prefix; spaces become "▁" and BPE runs on the whole text.
+    steps_in = [normalizers.Prepend("▁")] if add_space_prefix else []
+    backend.normalizer = normalizers.Sequence([*steps_in, normalizers.Replace(" ", "▁")])
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     if add_space_prefix:
         steps.append(decoders.Strip(content=" ", left=1, right=0))

@@ -31,10 +31,12 @@ def _format(value: float, bits: int) -> str:
     if not np.isfinite(value):
         raise ValueError(f"json: unsupported value: {value}")
     typed = np.float32(value) if bits == 32 else np.float64(value)
-    absval = abs(float(typed))
+    absval = abs(typed)
     if absval == 0.0:
         return "-0" if np.signbit(typed) else "0"
-    if 1e-6 <= absval < 1e21:
+    # Go compares in the value's own precision: float32(|x|) < float32(1e-6) for float32.
+    low, high = (np.float32(1e-6), np.float32(1e21)) if bits == 32 else (1e-6, 1e21)
+    if low <= absval < high:
         return np.format_float_positional(typed, unique=True, trim="-")
     return _go_exponent(np.format_float_scientific(typed, unique=True, trim="-"))
 

@@ -154,11 +154,11 @@ class RNNKind(_RecurrentKind):
 
 
 def _zeros_like_param(cfg: LayerConfig, name: str, xp: Any) -> Any:
-    """A cached all-zero gradient for ``name`` (its gradient is exactly zero this step)."""
+    """A cached all-zero gradient for ``name`` (its gradient is exactly zero this step; nothing writes to it)."""
     key = "_zero_grad_" + name
     zero = cfg.state.get(key)
     param = cfg.params[name]
-    if zero is None or zero.shape != param.shape or type(zero) is not type(param) or bool(xp.any(zero != 0)):
+    if zero is None or zero.shape != param.shape or type(zero) is not type(param):
         zero = xp.zeros_like(param)
         cfg.state[key] = zero
     return zero
