@@ -23,9 +23,10 @@ PyTorch is optional (its columns print "skipped" when it is not installed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -46,11 +47,6 @@ def make_data(samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     t = np.zeros((samples, N_OUT), dtype=np.float32)
     t[np.arange(samples), rng.integers(0, N_OUT, samples)] = 1.0
     return x, t
-
-
-def best_of(repeats: int, fn: Callable[[], float]) -> float:
-    """Smallest of ``repeats`` timings returned by ``fn`` (seconds)."""
-    return min(fn() for _ in range(repeats))
 
 
 # ---------------------------------------------------------------------------------------------- loom
@@ -193,11 +189,30 @@ def profile_train(x: np.ndarray, t: np.ndarray) -> None:
     print(profiler.output_text(unicode=True, color=False, show_all=False))
 
 
+@contextlib.contextmanager
+def _thread_limit(threads: int | None, torch: Any) -> Iterator[None]:
+    """Limit BLAS (via threadpoolctl, if installed) and torch to ``threads`` threads."""
+    if threads is None:
+        yield
+        return
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(threads):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table of throughputs and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024, help="training samples per epoch (default 1024)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement; the best is kept")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit BLAS and torch to N threads (default: the libraries' own choice)")
     parser.add_argument("--profile", action="store_true", help="also profile loom's batch-1 training (pyinstrument)")
     args = parser.parse_args(argv)
 
@@ -219,17 +234,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loom {loom.__version__} on {loom.get_backend()} (numpy {np.__version__}; BLAS: {blas}); {torch_info}")
     print(f"cpus: {os.cpu_count()}; samples/epoch: {args.samples}; best of {args.repeats}\n")
 
+    # Every round runs each measurement once (interleaved, so loom and torch see the same machine
+    # load); the best round of each is kept.
+    reps = min(args.samples, 1000)
+    measurements: dict[str, Callable[[], float]] = {}
+    for batch in (1, 32):
+        measurements[f"loom_train_b{batch}"] = lambda b=batch: loom_train_time(x, t, b)
+        measurements[f"loom_raw_b{batch}"] = lambda b=batch: loom_raw_time(x, t, b)
+        if torch is not None:
+            measurements[f"torch_train_b{batch}"] = lambda b=batch: torch_train_time(x, t, b)
+    measurements["loom_fwd"] = lambda: loom_forward_time(x, reps)
+    if torch is not None:
+        measurements["torch_fwd"] = lambda: torch_forward_time(x, reps)
+    best: dict[str, float] = {}
+    with _thread_limit(args.threads, torch):
+        for _ in range(args.repeats):
+            for name, fn in measurements.items():
+                best[name] = min(best.get(name, float("inf")), fn())
     results: dict[str, float | None] = {}
     for batch in (1, 32):
-        results[f"loom_train_b{batch}"] = args.samples / best_of(args.repeats, lambda b=batch: loom_train_time(x, t, b))
-        results[f"loom_raw_b{batch}"] = args.samples / best_of(args.repeats, lambda b=batch: loom_raw_time(x, t, b))
-        results[f"torch_train_b{batch}"] = (
-            None if torch is None
-            else args.samples / best_of(args.repeats, lambda b=batch: torch_train_time(x, t, b))
-        )
-    reps = min(args.samples, 1000)
-    results["loom_fwd_ms"] = best_of(args.repeats, lambda: loom_forward_time(x, reps)) * 1e3
-    results["torch_fwd_ms"] = None if torch is None else best_of(args.repeats, lambda: torch_forward_time(x, reps)) * 1e3
+        for who in ("loom_train", "loom_raw", "torch_train"):
+            key = f"{who}_b{batch}"
+            results[key] = args.samples / best[key] if key in best else None
+    results["loom_fwd_ms"] = best["loom_fwd"] * 1e3
+    results["torch_fwd_ms"] = best["torch_fwd"] * 1e3 if "torch_fwd" in best else None
 
     def fmt(v: float | None, unit: str) -> str:
         return "skipped" if v is None else f"{v:10.1f} {unit}" if unit != "ms" else f"{v:10.4f} ms"

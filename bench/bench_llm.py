@@ -81,7 +81,7 @@ def random_smollm2(seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]
 
 def embedded_smollm2() -> tuple[dict[str, Any], dict[str, np.ndarray], list[int]]:
     """Config, float32 tensors and a tokenizer-encoded prompt of the embedded GGUF."""
-    from loom.llm.gguf_file import load_gguf  # noqa: PLC0415
+    from loom.llm.gguf_file import load_gguf
 
     model = load_gguf(default_model_path())
     prompt = model.tokenizer.encode("Once upon a time, in a small village,",
@@ -123,8 +123,8 @@ def time_hf(config: dict[str, Any], tensors: dict[str, np.ndarray], short: list[
             long: list[int], new_tokens: int, repeats: int) -> dict[str, Any] | str:
     """Same measurements with transformers ``LlamaForCausalLM`` (or why it was skipped)."""
     try:
-        import torch  # noqa: PLC0415
-        from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError as exc:
         return f"skipped ({exc.name} not installed)"
     keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",

@@ -69,9 +69,9 @@ def run_generate(args: argparse.Namespace) -> int:
         0 on success, 2 for a missing/unreadable model, bad options or an
         unavailable GPU, 130 when interrupted.
     """
-    from loom.llm.generation import TextGenerator  # noqa: PLC0415 - keep `loom --help` fast
-    from loom.llm.loader import default_model_path, load_transformer  # noqa: PLC0415
-    from loom.llm.tokenizer import load_tokenizer  # noqa: PLC0415
+    from loom.llm.generation import TextGenerator
+    from loom.llm.loader import default_model_path, load_transformer
+    from loom.llm.tokenizer import load_tokenizer
 
     if args.max_tokens < 0:
         return _fail(f"--max-tokens must be >= 0, got {args.max_tokens}")

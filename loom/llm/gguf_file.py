@@ -39,13 +39,13 @@ from loom.llm.gguf_vocab import tokenizer_from_gguf
 from loom.llm.tokenizer import Tokenizer
 
 __all__ = [
-    "GGUFModel",
     "SUPPORTED_ARCHITECTURES",
+    "GGUFModel",
     "load_gguf",
     "load_gguf_tokenizer",
+    "permute_qk",
     "read_gguf_metadata",
     "unpermute_qk",
-    "permute_qk",
 ]
 
 GGUF_MAGIC = b"GGUF"

@@ -163,7 +163,7 @@ class Transformer:
         array
             ``[T, V]`` logits, or ``[1, V]`` with ``last_only``.
         """
-        xp, cfg, w = self._xp, self.config, self.weights
+        w = self.weights
         idx = self._token_ids(ids)
         t = len(ids)
         start = 0 if state is None else state.pos

@@ -50,7 +50,7 @@ def rope_inv_freq(rope: RopeConfig) -> tuple[np.ndarray, float]:
     """
     dim = rope.rotary_dim
     exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-    inv_freq = (1.0 / (rope.theta ** exponents.astype(np.float64))).astype(np.float32)  # [dim/2]
+    inv_freq = (1.0 / (np.float32(rope.theta) ** exponents)).astype(np.float32)  # [dim/2], as torch
     params = rope.params
     if rope.rope_type in ("default", "dynamic"):
         return inv_freq, 1.0

@@ -242,11 +242,11 @@ class Network(IntrospectionMixin):
         self._tape = tape
         return x
 
-    def _backward(self, grad: Any, accumulate: bool) -> Any:
+    def _backward(self, grad: Any, accumulate: bool, all_layers: list[LayerConfig] | None = None) -> Any:
         if self._tape is None:
             raise LoomError("backward: call forward first (no forward pass is recorded)")
         if not accumulate:
-            for cfg in self.iter_all_layers():
+            for cfg in self.iter_all_layers() if all_layers is None else all_layers:
                 cfg.grads = {}
         out = self._activations[-1]
         if grad.shape != out.shape:

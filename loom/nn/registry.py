@@ -136,7 +136,8 @@ def init_lstm_layer(input_size: int, hidden_size: int, batch_size: int = 1, seq_
         params[f"weight_i{gate}"] = _normal((h, i), math.sqrt(2.0 / (i + h)), rng)
         params[f"weight_h{gate}"] = _normal((h, h), math.sqrt(1.0 / h), rng)
         params[f"bias_{gate}"] = np.full((h,), 1.0 if gate == "f" else 0.0, dtype=np.float32)
-    return _finish(cfg, params)
+    # the LSTM kind stores its gates fused; it converts LOOM's twelve arrays
+    return _finish(cfg, kind_for("lstm").import_weights(cfg, params, "InitLSTMLayer"))
 
 
 def init_softmax_layer(variant: str = "standard", **options: Any) -> LayerConfig:

@@ -60,6 +60,9 @@ WEIGHT_KEY_ORDER = (
     "up_weights", "down_weights", "gate_bias", "up_bias", "down_bias", "branch_weights",
 )
 
+#: loom extension keys whose explicit ``false`` is meaningful (their default is true).
+_KEEP_FALSE = ("causal",)
+
 _KEY_RANK = {k: i for i, k in enumerate(LAYER_KEY_ORDER)}
 _WEIGHT_RANK = {k: i for i, k in enumerate(WEIGHT_KEY_ORDER)}
 
@@ -84,7 +87,7 @@ def layer_definition(cfg: LayerConfig, *, in_branch: bool = False) -> dict[str, 
     ordered = {"type": kind.type_name, "activation": activation_name(cfg.activation)}
     for key in sorted(fields, key=lambda k: _KEY_RANK.get(k, len(_KEY_RANK))):
         value = fields[key]
-        if not _is_zero(value):
+        if not _is_zero(value) or (key in _KEEP_FALSE and value is False):
             ordered[key] = value
     return ordered
 

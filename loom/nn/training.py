@@ -194,6 +194,87 @@ def _want_progress_bar(cfg: TrainingConfig) -> bool:
     return cfg.verbose and sys.stderr.isatty()
 
 
+class _FlatSGD:
+    """SGD step (with global-norm clipping) on every parameter, viewed as one flat vector.
+
+    Tiny networks spend their time in per-array overhead, so at the start of training
+    every parameter is moved into one flat buffer (``cfg.params`` then hold views of
+    it) and a step is one concatenation of the gradients, one norm, one scaling and
+    one update. The result equals ``clip_by_global_norm`` + ``update_weights``
+    (a parameter without a gradient is left unchanged); networks whose parameters
+    cannot share a buffer (mixed dtypes, replaced arrays) take that path instead.
+    """
+
+    def __init__(self, net: Any) -> None:
+        self.net, self.xp = net, net.xp
+        self.layers = list(net.iter_all_layers())
+        self.entries: list[tuple[Any, str, Any, int]] = []
+        self.flat: Any = None
+        self.last_grad: Any = None
+        self._build()
+
+    def _build(self) -> None:
+        xp = self.xp
+        entries = [(cfg, name, p) for cfg in self.layers for name, p in cfg.params.items()]
+        self.entries, self.flat = [], None
+        if not entries or len({p.dtype for _, _, p in entries}) != 1:
+            return
+        flat = xp.concat([xp.reshape(p, (-1,)) for _, _, p in entries])
+        views, start = [], 0
+        for cfg, name, p in entries:
+            size = int(np.prod(p.shape)) if p.shape else 1
+            view = xp.reshape(flat[start : start + size], p.shape)
+            views.append((cfg, name, view, size))
+            start += size
+        if isinstance(flat, np.ndarray) and not all(np.shares_memory(v, flat) for _, _, v, _ in views):
+            return
+        for cfg, name, view, _ in views:
+            cfg.params[name] = view
+        self.entries, self.flat = views, flat
+
+    def step(self, lr: float, clip: float) -> None:
+        """Clip the stored gradients to global norm ``clip`` (0 = off), then ``w -= lr * g``."""
+        parts = []
+        found = 0
+        for cfg, name, view, size in self.entries:
+            if cfg.params.get(name) is not view:  # parameters were replaced: rebuild the buffer
+                self._build()
+                return self._plain_step(lr, clip) if not self.entries else self.step(lr, clip)
+            g = cfg.grads.get(name)
+            if g is None:
+                parts.append(self.xp.zeros(size, dtype=view.dtype))
+            else:
+                parts.append(g.reshape(-1))
+                found += 1
+        if not parts or found != sum(len(cfg.grads) for cfg in self.layers):
+            return self._plain_step(lr, clip)  # no parameters, or gradients of unknown arrays
+        flat_grad = self.xp.concat(parts)
+        if clip > 0:
+            norm = float(flat_grad @ flat_grad) ** 0.5
+            if norm > clip:
+                flat_grad *= clip / norm
+        self.flat -= lr * flat_grad
+        self.last_grad = flat_grad
+
+    def _plain_step(self, lr: float, clip: float) -> None:
+        net = self.net
+        if clip > 0:
+            clip_by_global_norm(net.gradients(), clip, self.xp)
+        net.update_weights(lr)
+        self.last_grad = None
+
+    def finish(self) -> None:
+        """Leave the (clipped) gradients of the last step in ``cfg.grads``, as the plain path does."""
+        flat_grad, xp = self.last_grad, self.xp
+        if flat_grad is None:
+            return
+        start = 0
+        for cfg, name, view, size in self.entries:
+            if name in cfg.grads:
+                cfg.grads[name] = xp.reshape(flat_grad[start : start + size], view.shape)
+            start += size
+
+
 def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> TrainingResult:
     """Train ``net`` with LOOM's loop.
 
@@ -239,6 +320,7 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
     print_batches = cfg.verbose or cfg.print_every_batch > 0
     every = max(cfg.print_every_batch, 1)
     start = time.perf_counter()
+    sgd = _FlatSGD(net)
     try:
         for epoch in range(cfg.epochs):
             epoch_start = time.perf_counter()
@@ -254,10 +336,8 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
                         batch=b + 1,
                     )
                 total += loss
-                net._backward(grad, False)
-                if clip > 0:
-                    clip_by_global_norm(net.gradients(), clip, xp)
-                net.update_weights(lr)
+                net._backward(grad, False, sgd.layers)
+                sgd.step(lr, clip)
                 if print_batches and (b + 1) % every == 0:
                     out.write(f"\rEpoch {epoch + 1}/{cfg.epochs} - Batch {b + 1}/{len(data)} - Loss: {loss:.6f}")
             avg = total / len(data)
@@ -290,6 +370,7 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
                 progress.update(1)
                 progress.set_postfix(loss=f"{avg:.6f}")
     finally:
+        sgd.finish()
         if progress is not None:
             progress.close()
     net._backend.synchronize()

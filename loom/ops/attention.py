@@ -29,8 +29,6 @@ __all__ = [
     "AttentionCache",
     "mha_backward",
     "mha_forward",
-    "rope_backward",
-    "rope_forward",
     "rope_tables",
 ]
 
@@ -43,6 +41,19 @@ def _rope_tables_np(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, 
     freq = 1.0 / np.power(float(theta), 2.0 * np.arange(half, dtype=np.float64) / head_dim)  # [half] float64
     angles = np.arange(seq, dtype=np.float64)[:, None] * freq[None, :]  # [S, half] float64
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_apply_tables_np(
+    seq: int, head_dim: int, theta: float, num_heads: int, num_kv_heads: int, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-width tables for ``v * cos + swap_halves(v) * sin`` on ``[H + Hk]`` heads (queries pre-scaled)."""
+    cos, sin = _rope_tables_np(seq, head_dim, theta)  # [S, half]
+    tail = head_dim - 2 * cos.shape[1]  # 1 for odd head sizes: cos 1, sin 0 (not rotated)
+    cos_full = np.concatenate([cos, cos, np.ones((seq, tail), np.float32)], axis=1)  # [S, hd]
+    sin_full = np.concatenate([-sin, sin, np.zeros((seq, tail), np.float32)], axis=1)  # [S, hd]
+    head_scale = np.array([scale] * num_heads + [1.0] * num_kv_heads, dtype=np.float32)[:, None, None]  # [H+Hk,1,1]
+    return cos_full[None] * head_scale, sin_full[None] * head_scale  # [H+Hk, S, hd]
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,38 +81,11 @@ def rope_tables(seq: int, head_dim: int, theta: float, xp: Any) -> tuple[Any, An
     return xp.asarray(cos), xp.asarray(sin)
 
 
-def rope_forward(v: Any, cos: Any, sin: Any, xp: Any) -> Any:
-    """Rotate-half RoPE on the last axis (odd sizes: the last component passes through).
-
-    Parameters
-    ----------
-    v : array, shape [..., S, hd]
-    cos, sin : arrays, shape [S, hd // 2]
-
-    Returns
-    -------
-    array, shape [..., S, hd]
-        ``v * cos + rotate_half(v) * sin``.
-    """
-    half = cos.shape[-1]
-    if half == 0:
-        return v
-    v1, v2 = v[..., :half], v[..., half : 2 * half]  # [..., S, half] each
-    parts = [v1 * cos - v2 * sin, v2 * cos + v1 * sin]
+def _swap_halves(v: Any, half: int, xp: Any) -> Any:
+    # [..., hd] -> [..., hd]: (v2, v1, tail); its own inverse.
+    parts = [v[..., half : 2 * half], v[..., :half]]
     if v.shape[-1] > 2 * half:
         parts.append(v[..., 2 * half :])
-    return xp.concat(parts, axis=-1)
-
-
-def rope_backward(grad: Any, cos: Any, sin: Any, xp: Any) -> Any:
-    """Gradient of :func:`rope_forward` w.r.t. its input (the transposed rotation)."""
-    half = cos.shape[-1]
-    if half == 0:
-        return grad
-    g1, g2 = grad[..., :half], grad[..., half : 2 * half]  # [..., S, half] each
-    parts = [g1 * cos + g2 * sin, g2 * cos - g1 * sin]
-    if grad.shape[-1] > 2 * half:
-        parts.append(grad[..., 2 * half :])
     return xp.concat(parts, axis=-1)
 
 
@@ -110,25 +94,15 @@ class AttentionCache:
     """What :func:`mha_backward` needs from the forward pass."""
 
     x: Any  # [B*S, d]
-    q: Any  # [B, Hk, g*S, hd] rotated queries
+    w_qkv: Any  # [d, (H+2Hk)*hd] the projection weights used
+    q: Any  # [B, Hk, g*S, hd] rotated queries, pre-multiplied by 1/sqrt(hd)
     k: Any  # [B, Hk, S, hd] rotated keys
     v: Any  # [B, Hk, S, hd]
     probs: Any  # [B, Hk, g*S, S]
     context: Any  # [B*S, H*hd]
-    cos: Any
-    sin: Any
-    scale: float
+    cos: Any  # [H+Hk, S, hd]
+    sin: Any  # [H+Hk, S, hd]
     shape: tuple[int, int, int, int, int]  # (B, S, H, Hk, hd)
-
-
-def _to_heads(t: Any, batch: int, seq: int, heads: int, head_dim: int, xp: Any) -> Any:
-    # [B*S, heads*hd] -> [B, heads, S, hd]
-    return xp.permute_dims(t.reshape(batch, seq, heads, head_dim), (0, 2, 1, 3))
-
-
-def _from_heads(t: Any, batch: int, seq: int, heads: int, head_dim: int, xp: Any) -> Any:
-    # [B, heads, S, hd] (or any reshape-compatible grouping) -> [B*S, heads*hd]
-    return xp.permute_dims(t.reshape(batch, heads, seq, head_dim), (0, 2, 1, 3)).reshape(batch * seq, heads * head_dim)
 
 
 def mha_forward(
@@ -159,6 +133,11 @@ def mha_forward(
     y : array, shape [B, S, d]
     cache : AttentionCache
 
+    Notes
+    -----
+    The score scale ``1/sqrt(hd)`` is folded into the queries' RoPE tables
+    (Go multiplies the dot product; the two differ by float32 rounding only).
+
     Examples
     --------
     >>> import numpy as np
@@ -168,40 +147,47 @@ def mha_forward(
     (1, 2, 4)
     """
     batch, seq, d_model = x.shape
-    head_dim = wq.shape[1] // num_heads
-    groups = num_heads // num_kv_heads
-    x2 = x.reshape(batch * seq, d_model)  # [B*S, d]
-    cos, sin = rope_tables(seq, head_dim, rope_theta, xp)  # [S, hd/2]
-    q = _to_heads(x2 @ wq + bq, batch, seq, num_heads, head_dim, xp)  # [B*S, d] -> [B, H, S, hd]
-    k = _to_heads(x2 @ wk + bk, batch, seq, num_kv_heads, head_dim, xp)  # -> [B, Hk, S, hd]
-    v = _to_heads(x2 @ wv + bv, batch, seq, num_kv_heads, head_dim, xp)  # -> [B, Hk, S, hd]
-    q = rope_forward(q, cos, sin, xp).reshape(batch, num_kv_heads, groups * seq, head_dim)  # [B, Hk, g*S, hd]
-    k = rope_forward(k, cos, sin, xp)  # [B, Hk, S, hd]
+    heads, kv_heads = num_heads, num_kv_heads
+    head_dim = wq.shape[1] // heads
+    groups = heads // kv_heads
+    rotated = heads + kv_heads
     scale = float(np.float32(1.0 / math.sqrt(head_dim)))
-    scores = (q @ xp.matrix_transpose(k)) * scale  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
+    cos_np, sin_np = _rope_apply_tables_np(seq, head_dim, float(rope_theta), heads, kv_heads, scale)
+    cos, sin = xp.asarray(cos_np), xp.asarray(sin_np)  # [H+Hk, S, hd]
+    x2 = x.reshape(batch * seq, d_model)  # [B*S, d]
+    w_qkv = xp.concat([wq, wk, wv], axis=1)  # [d, (H+2Hk)*hd]
+    qkv = x2 @ w_qkv + xp.concat([bq, bk, bv])  # [B*S, d] @ [d, (H+2Hk)*hd] -> [B*S, (H+2Hk)*hd]
+    qkv = xp.permute_dims(qkv.reshape(batch, seq, rotated + kv_heads, head_dim), (0, 2, 1, 3))  # [B, H+2Hk, S, hd]
+    qk = qkv[:, :rotated]  # [B, H+Hk, S, hd]
+    half = head_dim // 2
+    qk = qk * cos + _swap_halves(qk, half, xp) * sin  # RoPE (and the score scale on the queries)
+    q = qk[:, :heads].reshape(batch, kv_heads, groups * seq, head_dim)  # [B, Hk, g*S, hd]
+    k = qk[:, heads:]  # [B, Hk, S, hd]
+    v = qkv[:, rotated:]  # [B, Hk, S, hd]
+    scores = q @ xp.matrix_transpose(k)  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
     if causal:
         mask = xp.asarray(_causal_mask_np(seq, groups))  # [g*S, S]
         scores = xp.where(mask, scores, xp.asarray(MASK_VALUE, dtype=scores.dtype))
     exp = xp.exp(scores - xp.max(scores, axis=-1, keepdims=True))  # [B, Hk, g*S, S]
     probs = exp / xp.sum(exp, axis=-1, keepdims=True)
-    context = _from_heads(probs @ v, batch, seq, num_heads, head_dim, xp)  # [B, Hk, g*S, hd] -> [B*S, H*hd]
+    context = probs @ v  # [B, Hk, g*S, S] @ [B, Hk, S, hd] -> [B, Hk, g*S, hd]
+    context = xp.permute_dims(context.reshape(batch, heads, seq, head_dim), (0, 2, 1, 3))  # [B, S, H, hd]
+    context = context.reshape(batch * seq, heads * head_dim)  # [B*S, H*hd]
     y = context @ wo + bo  # [B*S, H*hd] @ [H*hd, d] -> [B*S, d]
-    cache = AttentionCache(x2, q, k, v, probs, context, cos, sin, scale, (batch, seq, num_heads, num_kv_heads, head_dim))
-    return y.reshape(batch, seq, -1), cache
+    cache = AttentionCache(x2, w_qkv, q, k, v, probs, context, cos, sin, (batch, seq, heads, kv_heads, head_dim))
+    return y.reshape(batch, seq, d_model), cache
 
 
-def mha_backward(
-    grad_y: Any, cache: AttentionCache, wq: Any, wk: Any, wv: Any, wo: Any, xp: Any
-) -> tuple[Any, dict[str, Any]]:
+def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[Any, dict[str, Any]]:
     """Exact backward pass of :func:`mha_forward`.
 
     Parameters
     ----------
     grad_y : array, shape [B, S, d]
     cache : AttentionCache
-        From the forward pass.
-    wq, wk, wv, wo : arrays
-        The weights the forward pass used.
+        From the forward pass (holds the Q/K/V weights it used).
+    wo : array, shape [H*hd, d]
+        The output weights the forward pass used.
 
     Returns
     -------
@@ -211,33 +197,31 @@ def mha_backward(
         ``v_bias``, ``output_weight``, ``output_bias`` with the shapes of the
         arguments of :func:`mha_forward`.
     """
-    batch, seq, num_heads, num_kv_heads, head_dim = cache.shape
-    groups = num_heads // num_kv_heads
+    batch, seq, heads, kv_heads, head_dim = cache.shape
+    groups = heads // kv_heads
     g2 = grad_y.reshape(batch * seq, -1)  # [B*S, d]
     grads = {
         "output_weight": cache.context.T @ g2,  # [H*hd, B*S] @ [B*S, d] -> [H*hd, d]
         "output_bias": xp.sum(g2, axis=0),
     }
-    grad_ctx = g2 @ wo.T  # [B*S, H*hd]
-    grad_ctx = _to_heads(grad_ctx, batch, seq, num_heads, head_dim, xp)  # [B, H, S, hd]
-    grad_ctx = grad_ctx.reshape(batch, num_kv_heads, groups * seq, head_dim)  # [B, Hk, g*S, hd]
-    probs = cache.probs
+    grad_ctx = (g2 @ wo.T).reshape(batch, seq, heads, head_dim)  # [B, S, H, hd]
+    grad_ctx = xp.permute_dims(grad_ctx, (0, 2, 1, 3)).reshape(batch, kv_heads, groups * seq, head_dim)
+    probs = cache.probs  # [B, Hk, g*S, S]
     grad_probs = grad_ctx @ xp.matrix_transpose(cache.v)  # [B, Hk, g*S, S]
     grad_v = xp.matrix_transpose(probs) @ grad_ctx  # [B, Hk, S, g*S] @ [B, Hk, g*S, hd] -> [B, Hk, S, hd]
+    # softmax backward; masked entries have probability 0, hence gradient 0
     grad_scores = probs * (grad_probs - xp.sum(grad_probs * probs, axis=-1, keepdims=True))
-    grad_scores = grad_scores * cache.scale  # masked entries have probs 0, hence gradient 0
-    grad_q = grad_scores @ cache.k  # [B, Hk, g*S, hd]
+    grad_q = (grad_scores @ cache.k).reshape(batch, heads, seq, head_dim)  # [B, H, S, hd]
     grad_k = xp.matrix_transpose(grad_scores) @ cache.q  # [B, Hk, S, hd]
-    grad_q = rope_backward(grad_q.reshape(batch, num_heads, seq, head_dim), cache.cos, cache.sin, xp)
-    grad_k = rope_backward(grad_k, cache.cos, cache.sin, xp)
-    grad_x = None
-    x_t = cache.x.T  # [d, B*S]
-    for name, grad_heads, heads, weight in (
-        ("q", grad_q, num_heads, wq), ("k", grad_k, num_kv_heads, wk), ("v", grad_v, num_kv_heads, wv),
-    ):
-        grad_proj = _from_heads(grad_heads, batch, seq, heads, head_dim, xp)  # [B*S, heads*hd]
-        grads[f"{name}_weights"] = x_t @ grad_proj  # [d, heads*hd]
-        grads[f"{name}_bias"] = xp.sum(grad_proj, axis=0)
-        part = grad_proj @ weight.T  # [B*S, d]
-        grad_x = part if grad_x is None else grad_x + part
+    grad_qk = xp.concat([grad_q, grad_k], axis=1)  # [B, H+Hk, S, hd]
+    grad_qk = grad_qk * cache.cos + _swap_halves(grad_qk * cache.sin, head_dim // 2, xp)  # RoPE transposed
+    grad_qkv = xp.permute_dims(xp.concat([grad_qk, grad_v], axis=1), (0, 2, 1, 3))  # [B, S, H+2Hk, hd]
+    grad_qkv = grad_qkv.reshape(batch * seq, -1)  # [B*S, (H+2Hk)*hd]
+    grad_w = cache.x.T @ grad_qkv  # [d, B*S] @ [B*S, (H+2Hk)*hd] -> [d, (H+2Hk)*hd]
+    grad_b = xp.sum(grad_qkv, axis=0)
+    q_cols, kv_cols = heads * head_dim, kv_heads * head_dim
+    for name, lo, hi in (("q", 0, q_cols), ("k", q_cols, q_cols + kv_cols), ("v", q_cols + kv_cols, None)):
+        grads[f"{name}_weights"] = grad_w[:, lo:hi]
+        grads[f"{name}_bias"] = grad_b[lo:hi]
+    grad_x = grad_qkv @ cache.w_qkv.T  # [B*S, (H+2Hk)*hd] @ [(H+2Hk)*hd, d] -> [B*S, d]
     return grad_x.reshape(batch, seq, -1), grads

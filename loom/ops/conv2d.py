@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.ops.activations import activate, activation_derivative
+from loom.ops.activations import activate, activation_backward
 
-__all__ = ["conv2d_backward", "conv2d_forward", "conv2d_output_size", "col2im", "im2col"]
+__all__ = ["col2im", "conv2d_backward", "conv2d_forward", "conv2d_output_size", "im2col"]
 
 
 def conv2d_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -134,7 +134,7 @@ def conv2d_forward(
 
 def conv2d_backward(
     grad_y: Any, pre: Any, cols: Any, kernel: Any, x_shape: tuple[int, int, int, int],
-    stride: int, padding: int, act: int, xp: Any,
+    stride: int, padding: int, act: int, xp: Any, y: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Backward pass of :func:`conv2d_forward` (exact).
 
@@ -145,6 +145,8 @@ def conv2d_backward(
     kernel : array, shape [F, C, k, k]
     x_shape : tuple
         ``(batch, C, H, W)``.
+    y : array, optional
+        The forward output (sigmoid / tanh derivatives reuse it).
 
     Returns
     -------
@@ -153,13 +155,12 @@ def conv2d_backward(
     grad_bias : array, shape [F]
     """
     batch, filters, out_h, out_w = pre.shape
-    grad_pre = grad_y * activation_derivative(pre, act, xp) if act != 5 else grad_y
+    grad_pre = activation_backward(grad_y, pre, activate(pre, act, xp) if y is None and act in (1, 2) else y, act, xp)
     grad_pre = grad_pre.reshape(batch, filters, out_h * out_w)  # [B, F, L]
     grad_bias = xp.sum(grad_pre, axis=(0, 2))  # [F]
-    if batch == 1:
-        grad_kernel = grad_pre[0] @ cols[0].T  # [F, L] @ [L, C*k*k] -> [F, C*k*k]
-    else:
-        grad_kernel = xp.sum(grad_pre @ xp.matrix_transpose(cols), axis=0)  # [B, F, C*k*k] -> [F, C*k*k]
+    grad_kernel = (  # [F, L] @ [L, C*k*k] -> [F, C*k*k], summed over the batch
+        grad_pre[0] @ cols[0].T if batch == 1 else xp.sum(grad_pre @ xp.matrix_transpose(cols), axis=0)
+    )
     grad_cols = kernel.reshape(filters, -1).T @ grad_pre  # [C*k*k, F] @ [B, F, L] -> [B, C*k*k, L]
     grad_x = col2im(grad_cols, x_shape, kernel.shape[2], stride, padding, out_h, out_w, xp)
     return grad_x, grad_kernel.reshape(kernel.shape), grad_bias

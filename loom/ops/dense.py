@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.ops.activations import activate, activation_derivative
+from loom.ops.activations import activate, activation_backward
 
 __all__ = ["dense_backward", "dense_forward"]
 
@@ -35,7 +35,7 @@ def dense_forward(x: Any, kernel: Any, bias: Any, act: int, xp: Any) -> tuple[An
 
 
 def dense_backward(
-    grad_y: Any, x: Any, pre: Any, kernel: Any, act: int, xp: Any
+    grad_y: Any, x: Any, pre: Any, kernel: Any, act: int, xp: Any, y: Any = None
 ) -> tuple[Any, Any, Any]:
     """Backward pass of a dense layer.
 
@@ -44,6 +44,8 @@ def dense_backward(
     grad_y : array, shape [batch, out]
         Gradient of the loss w.r.t. the layer output.
     x, pre, kernel : arrays as in :func:`dense_forward`.
+    y : array, shape [batch, out], optional
+        The forward output (lets sigmoid / tanh reuse it instead of recomputing).
 
     Returns
     -------
@@ -51,8 +53,10 @@ def dense_backward(
     grad_kernel : array, shape [in, out]
     grad_bias : array, shape [out]
     """
-    grad_pre = grad_y * activation_derivative(pre, act, xp) if act != 5 else grad_y
+    if y is None and act in (1, 2):
+        y = activate(pre, act, xp)
+    grad_pre = activation_backward(grad_y, pre, y, act, xp)
     grad_kernel = x.T @ grad_pre  # [in, batch] @ [batch, out] -> [in, out]
-    grad_bias = xp.sum(grad_pre, axis=0)
+    grad_bias = grad_pre[0] if grad_pre.shape[0] == 1 else xp.sum(grad_pre, axis=0)
     grad_x = grad_pre @ kernel.T  # [batch, out] @ [out, in] -> [batch, in]
     return grad_x, grad_kernel, grad_bias

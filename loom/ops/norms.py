@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "join_rows",
     "layer_norm_backward",
     "layer_norm_forward",
     "rms_norm_backward",
     "rms_norm_forward",
     "split_rows",
-    "join_rows",
 ]
 
 

@@ -94,9 +94,9 @@ def rnn_backward(
             d_pres[t] = d_t
             carry = d_t @ w_hh  # [B, H] @ [H, H] -> [B, H]
         d_pre = xp.stack(d_pres, axis=1)
-    d2 = xp.reshape(d_pre, (batch * seq, hidden))
-    grad_w_ih = d2.T @ xp.reshape(x, (batch * seq, n_in))  # [H, B*S] @ [B*S, I] -> [H, I]
-    grad_bias = xp.sum(d2, axis=0)
+    d2 = d_pre.reshape(batch * seq, hidden)
+    grad_w_ih = d2.T @ x.reshape(batch * seq, n_in)  # [H, B*S] @ [B*S, I] -> [H, I]
+    grad_bias = d2[0] if batch * seq == 1 else xp.sum(d2, axis=0)
     grad_x = d_pre @ w_ih  # [B, S, H] @ [H, I] -> [B, S, I]
     grad_w_hh = _recurrent_weight_grad(d_pre, hs, h0, xp)
     return grad_x, grad_w_ih, grad_w_hh, grad_bias
@@ -108,8 +108,8 @@ def _recurrent_weight_grad(d_pre: Any, hs: Any, h0: Any, xp: Any) -> Any:
     hidden = hs.shape[2]
     if seq == 1:
         return None if h0 is None else d_pre[:, 0, :].T @ h0
-    d_later = xp.reshape(d_pre[:, 1:, :], (batch * (seq - 1), width))
-    grad = d_later.T @ xp.reshape(hs[:, :-1, :], (batch * (seq - 1), hidden))  # [G, H]
+    d_later = d_pre[:, 1:, :].reshape(batch * (seq - 1), width)
+    grad = d_later.T @ hs[:, :-1, :].reshape(batch * (seq - 1), hidden)  # [G, H]
     if h0 is not None:
         grad = grad + d_pre[:, 0, :].T @ h0
     return grad
@@ -196,19 +196,20 @@ def lstm_backward(
         if dc_carry is not None:
             dc = dc + dc_carry
         c_prev = cells[t - 1] if t > 0 else c0
-        d_f = dc * c_prev if c_prev is not None else xp.zeros_like(dc)
-        d_gates = xp.concat([dc * g_gate, d_f, dc * i_gate, dh * ct], axis=1)  # [B, 4H]
-        slope = gates * (1.0 - gates)
-        slope[:, 2 * hidden : 3 * hidden] = 1.0 - g_gate * g_gate
-        d_z = d_gates * slope
+        slope = gates * (1.0 - gates)  # sigmoid'(z) = s (1 - s) for i, f, o
+        slope[:, 2 * hidden : 3 * hidden] = 1.0 - g_gate * g_gate  # tanh'(z) for g
+        if c_prev is None:  # zero previous cell: the forget gate gets no gradient
+            slope[:, hidden : 2 * hidden] = 0.0
+            c_prev = ct  # any finite value: multiplied by the zero slope
+        d_z = xp.concat([dc * g_gate, dc * c_prev, dc * i_gate, dh * ct], axis=1) * slope  # [B, 4H]
         d_zs[t] = d_z
         if t > 0 or cache["h0"] is not None:
             dh_carry = d_z @ kernel_hh.T  # [B, 4H] @ [4H, H] -> [B, H]
         dc_carry = dc * f_gate
     d_z_all = d_zs[0][:, None, :] if seq == 1 else xp.stack(d_zs, axis=1)  # [B, S, 4H]
-    d2 = xp.reshape(d_z_all, (batch * seq, 4 * hidden))
-    grad_kernel_ih = xp.reshape(x, (batch * seq, n_in)).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
-    grad_bias = xp.sum(d2, axis=0)
+    d2 = d_z_all.reshape(batch * seq, 4 * hidden)
+    grad_kernel_ih = x.reshape(batch * seq, n_in).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
+    grad_bias = d2[0] if batch * seq == 1 else xp.sum(d2, axis=0)
     grad_x = d_z_all @ kernel_ih.T  # [B, S, 4H] @ [4H, I] -> [B, S, I]
     grad_t = _recurrent_weight_grad(d_z_all, hs, cache["h0"], xp)  # [4H, H]
     grad_kernel_hh = None if grad_t is None else grad_t.T

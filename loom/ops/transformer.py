@@ -95,7 +95,8 @@ def silu(x: Array, xp: Any) -> Array:
     >>> float(silu(np.array(1.0), np).round(6))
     0.731059
     """
-    return 0.5 * x * (1.0 + xp.tanh(0.5 * x))
+    half = 0.5 * x
+    return half * (1.0 + xp.tanh(half))
 
 
 def gelu_tanh(x: Array, xp: Any) -> Array:
@@ -120,13 +121,17 @@ def softmax(x: Array, xp: Any, axis: int = -1) -> Array:
     [0.5, 0.5, 0.0]
     """
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-    return e / xp.sum(e, axis=axis, keepdims=True)
+    e /= xp.sum(e, axis=axis, keepdims=True)
+    return e
 
 
 def rope_tables(
     inv_freq: np.ndarray, num_positions: int, scaling: float, xp: Any
 ) -> tuple[Array, Array]:
     """Cos/sin tables of rotary embeddings for positions ``0 .. num_positions-1``.
+
+    The tables are laid out for :func:`rope_apply`: ``cos`` repeats the cosines
+    for both halves, ``sin`` carries the sign of ``rotate_half``.
 
     Parameters
     ----------
@@ -142,14 +147,16 @@ def rope_tables(
     Returns
     -------
     cos, sin : array
-        ``[num_positions, R/2]`` float32, as Hugging Face computes them (the
-        angle ``position * inv_freq`` is a float32 product).
+        ``[num_positions, R]`` float32: ``[cos θ, cos θ]`` and ``[-sin θ, sin θ]``
+        with ``θ = position * inv_freq`` computed in float32, as Hugging Face does.
     """
     positions = np.arange(num_positions, dtype=np.float32)  # [P]
-    angles = positions[:, None] * inv_freq[None, :].astype(np.float32)  # [P, R/2] float32
-    cos = (np.cos(angles.astype(np.float64)) * scaling).astype(np.float32)
-    sin = (np.sin(angles.astype(np.float64)) * scaling).astype(np.float32)
-    return xp.asarray(cos), xp.asarray(sin)
+    angles = (positions[:, None] * inv_freq[None, :].astype(np.float32)).astype(np.float64)
+    cos = np.cos(angles) * scaling  # [P, R/2]
+    sin = np.sin(angles) * scaling  # [P, R/2]
+    cos_full = np.concatenate([cos, cos], axis=-1).astype(np.float32)  # [P, R]
+    sin_signed = np.concatenate([-sin, sin], axis=-1).astype(np.float32)  # [P, R]
+    return xp.asarray(cos_full), xp.asarray(sin_signed)
 
 
 def rope_apply(x: Array, cos: Array, sin: Array, xp: Any) -> Array:
@@ -160,7 +167,7 @@ def rope_apply(x: Array, cos: Array, sin: Array, xp: Any) -> Array:
     x : array
         ``[T, n_heads, hd]`` queries or keys.
     cos, sin : array
-        ``[T, R/2]`` rows of :func:`rope_tables` for the tokens' positions.
+        ``[T, R]`` rows of :func:`rope_tables` for the tokens' positions.
     xp : module
         Array namespace.
 
@@ -170,24 +177,24 @@ def rope_apply(x: Array, cos: Array, sin: Array, xp: Any) -> Array:
         ``[T, n_heads, hd]``: ``x * cos + rotate_half(x) * sin`` on the rotated part,
         the remaining ``hd - R`` components unchanged.
     """
-    half = cos.shape[-1]
-    c = cos[:, None, :]  # [T, 1, R/2]
-    s = sin[:, None, :]  # [T, 1, R/2]
-    x1 = x[..., :half]  # [T, n, R/2]
-    x2 = x[..., half : 2 * half]  # [T, n, R/2]
-    parts = [x1 * c - x2 * s, x2 * c + x1 * s]
-    if 2 * half < x.shape[-1]:
-        parts.append(x[..., 2 * half :])
-    return xp.concat(parts, axis=-1)  # [T, n, hd]
+    r = cos.shape[-1]
+    half = r // 2
+    if r < x.shape[-1]:  # partial rotary: rotate the first R components only
+        return xp.concat([rope_apply(x[..., :r], cos, sin, xp), x[..., r:]], axis=-1)
+    swapped = xp.concat([x[..., half:], x[..., :half]], axis=-1)  # [T, n, R]: [x2, x1]
+    return x * cos[:, None, :] + swapped * sin[:, None, :]  # [T, n, R]
 
 
 def causal_attention(
-    q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any
+    q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any,
+    block: int = 64,
 ) -> Array:
     """Causal grouped-query attention of ``T`` new queries over ``S = start + T`` keys.
 
     Query head ``h`` reads key/value head ``h // (H // Hk)`` (Hugging Face
-    ``repeat_kv`` order); nothing is repeated in memory.
+    ``repeat_kv`` order); nothing is repeated in memory. One query (decoding)
+    takes a short path without a mask; many queries (prefill) are processed
+    in blocks of ``block`` rows that only score the keys they can see.
 
     Parameters
     ----------
@@ -202,6 +209,8 @@ def causal_attention(
         Multiplier of the scores (``1/sqrt(hd)``).
     xp : module
         Array namespace.
+    block : int
+        Query rows per block in the many-query case.
 
     Returns
     -------
@@ -209,16 +218,31 @@ def causal_attention(
         ``[T, H * hd]`` attention output, heads concatenated.
     """
     t, h, hd = q.shape
+    hk = keys.shape[0]
+    if t == 1:
+        qg = xp.reshape(q, (hk, h // hk, hd)) * scale  # [Hk, G, hd]
+        probs = softmax(qg @ xp.permute_dims(keys, (0, 2, 1)), xp)  # [Hk, G, S]
+        return xp.reshape(probs @ values, (1, h * hd))  # [Hk, G, hd] -> [1, H*hd]
+    outs = []
+    for b0 in range(0, t, block):
+        b1 = min(t, b0 + block)
+        visible = start + b1  # keys this block can attend to
+        outs.append(_attention_block(q[b0:b1], keys[:, :visible], values[:, :visible],
+                                     start + b0, scale, xp))
+    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)  # [T, H*hd]
+
+
+def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: float,
+                     xp: Any) -> Array:
+    """Masked attention of ``[T, H, hd]`` queries at ``start..`` over ``[Hk, start+T, hd]``."""
+    t, h, hd = q.shape
     hk, s, _ = keys.shape
     g = h // hk
     qg = xp.permute_dims(xp.reshape(q * scale, (t, hk, g, hd)), (1, 2, 0, 3))  # [Hk, G, T, hd]
     qg = xp.reshape(qg, (hk, g * t, hd))  # [Hk, G*T, hd]
-    scores = qg @ xp.permute_dims(keys, (0, 2, 1))  # [Hk, G*T, S]
-    if t > 1:
-        scores = xp.reshape(scores, (hk, g, t, s))  # [Hk, G, T, S]
-        future = xp.arange(s)[None, :] > (xp.arange(t) + start)[:, None]  # [T, S]
-        scores = xp.where(future, -xp.inf, scores)
-        scores = xp.reshape(scores, (hk, g * t, s))  # [Hk, G*T, S]
-    probs = softmax(scores, xp)  # [Hk, G*T, S]
+    scores = xp.reshape(qg @ xp.permute_dims(keys, (0, 2, 1)), (hk, g, t, s))  # [Hk, G, T, S]
+    future = xp.arange(s)[None, :] > (xp.arange(t) + start)[:, None]  # [T, S]
+    scores = xp.where(future, -xp.inf, scores)
+    probs = softmax(xp.reshape(scores, (hk, g * t, s)), xp)  # [Hk, G*T, S]
     out = xp.reshape(probs @ values, (hk, g, t, hd))  # [Hk, G, T, hd]
     return xp.reshape(xp.permute_dims(out, (2, 0, 1, 3)), (t, h * hd))  # [T, H*hd]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from loom.errors import ModelFormatError
 from loom.llm.gguf_file import GGUFModel, load_gguf, load_gguf_tokenizer, permute_qk, unpermute_qk
@@ -554,7 +553,7 @@ def test_missing_hyperparameter(wide_vocab: Path, tmp_path: Path) -> None:
     add_tokenizer_metadata(writer, wide_vocab, "gpt-2")
     writer.add_tensor("token_embd.weight", np.zeros((512, 32), dtype=np.float32))
     path = write_gguf(writer, tmp_path / "partial.gguf")
-    with pytest.raises(ModelFormatError, match="'llama.attention.head_count' is missing"):
+    with pytest.raises(ModelFormatError, match=r"'llama\.attention\.head_count' is missing"):
         load_gguf(path)
 
 

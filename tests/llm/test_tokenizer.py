@@ -284,7 +284,7 @@ def test_json_that_is_not_a_tokenizer(tmp_path: Path) -> None:
 
 
 def test_directory_without_tokenizer(tmp_path: Path) -> None:
-    with pytest.raises(ModelFormatError, match="no tokenizer.json"):
+    with pytest.raises(ModelFormatError, match=r"no tokenizer\.json"):
         load_tokenizer(tmp_path)
 
 

@@ -1,6 +1,16 @@
 """Layer kinds: one module per LOOM layer type, registered by type name."""
 
-from loom.nn.layers import dense  # noqa: F401  (registers the kind)
+from loom.nn.layers import (  # noqa: F401  (registers the kinds)
+    attention,
+    conv2d,
+    dense,
+    norms,
+    parallel,
+    recurrent,
+    residual,
+    softmax,
+    swiglu,
+)
 from loom.nn.layers.base import (
     ForwardContext,
     LayerKind,

@@ -99,7 +99,7 @@ class MultiHeadAttentionKind(LayerKind):
         if not cfg.causal:
             out["causal"] = False
         if cfg.rope_theta != DEFAULT_ROPE_THETA:
-            out["rope_theta"] = cfg.rope_theta
+            out["rope_theta"] = np.float32(cfg.rope_theta)
         return out
 
     def param_shapes(self, cfg: LayerConfig) -> dict[str, tuple[int, ...]]:
@@ -152,7 +152,7 @@ class MultiHeadAttentionKind(LayerKind):
         )  # [B, S, d] -> [B, S, d]
 
         def backprop(grad_y: Any) -> Any:
-            grad_x, grads = mha_backward(grad_y.reshape(batch, seq, d), cache, wq, wk, wv, wo, xp)
+            grad_x, grads = mha_backward(grad_y.reshape(batch, seq, d), cache, wo, xp)
             for name, grad in grads.items():
                 stored = cfg.params[name]
                 if grad.shape != stored.shape:

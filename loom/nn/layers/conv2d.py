@@ -86,7 +86,7 @@ class Conv2DKind(LayerKind):
 
         def backprop(grad_y: Any) -> Any:
             grad_x, grad_kernel, grad_bias = conv2d_backward(
-                grad_y.reshape(pre.shape), pre, cols, kernel, shape, stride, padding, act, xp
+                grad_y.reshape(pre.shape), pre, cols, kernel, shape, stride, padding, act, xp, y
             )
             add_grad(cfg, "kernel", grad_kernel)
             add_grad(cfg, "conv_bias", grad_bias)

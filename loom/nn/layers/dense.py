@@ -80,7 +80,7 @@ class DenseKind(LayerKind):
 
         def backprop(grad_y: Any) -> Any:
             grad_x, grad_kernel, grad_bias = dense_backward(
-                grad_y.reshape(batch, cfg.output_size), x2, pre, kernel, act, xp
+                grad_y.reshape(batch, cfg.output_size), x2, pre, kernel, act, xp, y
             )
             add_grad(cfg, "kernel", grad_kernel)
             add_grad(cfg, "biases", grad_bias)

@@ -45,7 +45,7 @@ class _NormKind(LayerKind):
         return in_features
 
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
-        return {"norm_size": cfg.norm_size, "epsilon": cfg.epsilon}
+        return {"norm_size": cfg.norm_size, "epsilon": np.float32(cfg.epsilon)}
 
     def _rows(self, cfg: LayerConfig, x: Any) -> tuple[Any, int, float]:
         if x.shape[0] == 0:

@@ -211,7 +211,7 @@ class SoftmaxKind(LayerKind):
         if variant == "gumbel":
             rng = ctx.rng if ctx.rng is not None else ctx.backend.rng(None)
             noise = gumbel_noise(rng.random(x.shape[0], dtype=x.dtype), xp)
-            p = softmax_forward((x + noise) * (1.0 / temperature) if temperature != 1 else x + noise, 1.0, xp)
+            p = softmax_forward((x + noise) / temperature if temperature != 1 else x + noise, 1.0, xp)
             return p, lambda g: softmax_backward(g, p, temperature, xp)
         if variant == "sparse":
             p = sparsemax_forward(x, xp)

