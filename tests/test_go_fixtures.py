@@ -213,10 +213,13 @@ def test_manual_sgd_step(name, backend):
     _requires_layers(fix)
     if not fix["deterministic"]:
         pytest.skip("Gumbel noise")
+    if "sgd_step" in fix.get("errors", {}):
+        pytest.skip(f"Go could not run this step: {fix['errors']['sgd_step']}")
     step = fix["sgd_step"]
     net = loom.load_model_from_string(fix["model_before"], fix["model_id"], backend=backend)
     y = net.forward(step["input"])
-    _close(y, step["output"], what=f"{name} sgd_step output")
+    if fix["load_check"].get("reproduces_before", True):  # else Go's step ran on its degraded reload
+        _close(y, step["output"], what=f"{name} sgd_step output")
     dx = net.backward(step["grad_output"])
     assert loom.to_numpy(dx).shape == (len(step["input"]),)
     net.update_weights(step["learning_rate"])

@@ -176,7 +176,7 @@ class Transformer:
         cos = sin = None
         if self._is_llama:
             cos, sin = self._rope(start + t)
-            cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R/2]
+            cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R]
         for i, layer in enumerate(w.layers):
             x = self._block(x, layer, i, state, start, cos, sin)  # [T, D]
         if state is not None:

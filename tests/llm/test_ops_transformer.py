@@ -64,8 +64,8 @@ def test_rope_matches_rotate_half_formula(backend, xp) -> None:
     cos4, sin4 = rope_tables(inv_freq[:2], 12, 1.0, xp)
     got = rope_apply(backend.asarray(x), cos4[:5], sin4[:5], xp)
     close(got, _rope_reference(x, np.arange(5, dtype=np.float64), inv_freq[:2]))
-    identity = rope_apply(backend.asarray(x), backend.asarray(np.ones((5, 4), np.float32)),
-                          backend.asarray(np.zeros((5, 4), np.float32)), xp)
+    identity = rope_apply(backend.asarray(x), backend.asarray(np.ones((5, 8), np.float32)),
+                          backend.asarray(np.zeros((5, 8), np.float32)), xp)
     close(identity, x)
 
 
@@ -91,3 +91,13 @@ def test_causal_gqa_attention(backend, xp) -> None:
     one = causal_attention(backend.asarray(q[-1:]), backend.asarray(k), backend.asarray(v),
                            6, 0.3, xp)
     close(one, _attention_reference(q[-1:], k, v, 6, 0.3))
+
+
+def test_blocked_prefill_attention_equals_one_block(backend, xp) -> None:
+    q = RNG.standard_normal((7, 4, 8)).astype(np.float32)
+    k = RNG.standard_normal((2, 9, 8)).astype(np.float32)
+    v = RNG.standard_normal((2, 9, 8)).astype(np.float32)
+    args = (backend.asarray(q), backend.asarray(k), backend.asarray(v), 2, 0.35, xp)
+    want = _attention_reference(q, k, v, 2, 0.35)
+    for block in (1, 3, 64):
+        close(causal_attention(*args, block=block), want)

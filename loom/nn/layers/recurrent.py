@@ -158,7 +158,7 @@ def _zeros_like_param(cfg: LayerConfig, name: str, xp: Any) -> Any:
     key = "_zero_grad_" + name
     zero = cfg.state.get(key)
     param = cfg.params[name]
-    if zero is None or zero.shape != param.shape or type(zero) is not type(param):
+    if zero is None or zero.shape != param.shape or zero.dtype != param.dtype or type(zero) is not type(param):
         zero = xp.zeros_like(param)
         cfg.state[key] = zero
     return zero
