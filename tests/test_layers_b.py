@@ -330,3 +330,43 @@ def test_wrong_input_length_is_a_shape_error(backend):
     net = _net([{"type": "rnn", "input_size": 2, "hidden_size": 3, "seq_length": 2}], backend=backend)
     with pytest.raises(ShapeError, match=r"layers\[0\] \(rnn\): expected 4 input values"):
         net.forward(np.ones(5, np.float32))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_stateful_gradient_treats_kept_state_as_constant(kind, backend):
+    net = _net([{"type": kind, "input_size": 3, "hidden_size": 4, "seq_length": 3, "stateful": True}],
+               batch_size=2, backend=backend)
+    xp = net.xp
+    layer = net.layers[0]
+    layer.params = {k: xp.astype(v, xp.float64) for k, v in layer.params.items()}
+    rng = np.random.default_rng(0)
+    net._forward(net._backend.asarray(rng.standard_normal(18), dtype=xp.float64), 2)  # builds up state
+    kept = {k: v for k, v in layer.state.items() if k in ("h", "c")}
+    x = net._backend.asarray(rng.standard_normal(18), dtype=xp.float64)
+    r = net._backend.asarray(rng.standard_normal(24), dtype=xp.float64)
+
+    def objective() -> float:
+        layer.state.update(kept)
+        return float(xp.sum(net._forward(x, 2) * r))
+
+    objective()
+    grad_x = loom.to_numpy(net._backward(r, False))
+    grads = {k: loom.to_numpy(v) for k, v in layer.grads.items()}
+    for name, param in layer.params.items():
+        flat = param.reshape(-1)
+        for i in rng.choice(flat.shape[0], size=min(5, flat.shape[0]), replace=False):
+            original = float(flat[i])
+            flat[i] = original + 1e-6
+            plus = objective()
+            flat[i] = original - 1e-6
+            minus = objective()
+            flat[i] = original
+            assert grads[name].reshape(-1)[i] == pytest.approx((plus - minus) / 2e-6, rel=1e-5, abs=1e-8), name
+    for i in (0, 7, 17):
+        original = float(x[i])
+        x[i] = original + 1e-6
+        plus = objective()
+        x[i] = original - 1e-6
+        minus = objective()
+        x[i] = original
+        assert grad_x[i] == pytest.approx((plus - minus) / 2e-6, rel=1e-5, abs=1e-8)

@@ -36,7 +36,7 @@ from loom.ops.transformer import (
     rms_norm,
     rope_apply,
     rope_tables,
-    silu,
+    swiglu,
 )
 
 __all__ = ["RunState", "Transformer"]
@@ -220,7 +220,7 @@ class Transformer:
             a += layer.mlp_in_bias
         if self._is_llama:
             di = cfg.intermediate_size
-            a = silu(a[:, :di], xp) * a[:, di:]  # [T, Di]
+            a = swiglu(a[:, :di], a[:, di:], xp)  # [T, Di]
         else:
             a = gelu_tanh(a, xp)  # [T, Di]
         out = a @ layer.mlp_out  # [T, Di] @ [Di, D] -> [T, D]

@@ -26,6 +26,7 @@ __all__ = [
     "rope_tables",
     "silu",
     "softmax",
+    "swiglu",
 ]
 
 Array = Any
@@ -97,6 +98,35 @@ def silu(x: Array, xp: Any) -> Array:
     """
     half = 0.5 * x
     return half * (1.0 + xp.tanh(half))
+
+
+def swiglu(gate: Array, up: Array, xp: Any) -> Array:
+    """SwiGLU activation ``silu(gate) * up`` (LLaMA MLP), computed with one temporary.
+
+    Parameters
+    ----------
+    gate, up : array
+        ``[..., Di]`` halves of the fused gate/up projection.
+    xp : module
+        Array namespace.
+
+    Returns
+    -------
+    array
+        ``[..., Di]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(swiglu(np.array(1.0), np.array(2.0), np).round(6))
+    1.462117
+    """
+    half = 0.5 * gate
+    out = xp.tanh(half)
+    out += 1.0
+    out *= half
+    out *= up
+    return out
 
 
 def gelu_tanh(x: Array, xp: Any) -> Array:
@@ -221,8 +251,8 @@ def causal_attention(
     hk = keys.shape[0]
     if t == 1:
         qg = xp.reshape(q, (hk, h // hk, hd)) * scale  # [Hk, G, hd]
-        probs = softmax(qg @ xp.permute_dims(keys, (0, 2, 1)), xp)  # [Hk, G, S]
-        return xp.reshape(probs @ values, (1, h * hd))  # [Hk, G, hd] -> [1, H*hd]
+        out = _softmax_matmul(qg @ xp.permute_dims(keys, (0, 2, 1)), values, xp)  # [Hk, G, hd]
+        return xp.reshape(out, (1, h * hd))  # [1, H*hd]
     outs = []
     for b0 in range(0, t, block):
         b1 = min(t, b0 + block)
@@ -241,8 +271,20 @@ def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: fl
     qg = xp.permute_dims(xp.reshape(q * scale, (t, hk, g, hd)), (1, 2, 0, 3))  # [Hk, G, T, hd]
     qg = xp.reshape(qg, (hk, g * t, hd))  # [Hk, G*T, hd]
     scores = xp.reshape(qg @ xp.permute_dims(keys, (0, 2, 1)), (hk, g, t, s))  # [Hk, G, T, S]
-    future = xp.arange(s)[None, :] > (xp.arange(t) + start)[:, None]  # [T, S]
-    scores = xp.where(future, -xp.inf, scores)
-    probs = softmax(xp.reshape(scores, (hk, g * t, s)), xp)  # [Hk, G*T, S]
-    out = xp.reshape(probs @ values, (hk, g, t, hd))  # [Hk, G, T, hd]
+    # only the last T columns can lie in a query's future: mask that [T, T] corner in place
+    future = xp.arange(t)[None, :] > xp.arange(t)[:, None]  # [T, T]
+    scores[..., s - t :] = xp.where(future, -xp.inf, scores[..., s - t :])
+    out = _softmax_matmul(xp.reshape(scores, (hk, g * t, s)), values, xp)  # [Hk, G*T, hd]
+    out = xp.reshape(out, (hk, g, t, hd))  # [Hk, G, T, hd]
     return xp.reshape(xp.permute_dims(out, (2, 0, 1, 3)), (t, h * hd))  # [T, H*hd]
+
+
+def _softmax_matmul(scores: Array, values: Array, xp: Any) -> Array:
+    """``softmax(scores) @ values`` for ``[Hk, R, S]`` scores we own (modified in place).
+
+    The normalisation divides the ``[Hk, R, hd]`` result instead of the wider
+    ``[Hk, R, S]`` probabilities.
+    """
+    scores -= xp.max(scores, axis=-1, keepdims=True)
+    weights = xp.exp(scores)  # [Hk, R, S] unnormalised
+    return (weights @ values) / xp.sum(weights, axis=-1, keepdims=True)  # [Hk, R, hd]

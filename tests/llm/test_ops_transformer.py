@@ -16,6 +16,7 @@ from loom.ops.transformer import (
     rope_tables,
     silu,
     softmax,
+    swiglu,
 )
 
 RNG = np.random.default_rng(0)
@@ -34,6 +35,7 @@ def test_norms_and_activations(backend, xp) -> None:
     mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
     close(layer_norm(X, W, B, 1e-5, xp), (x - mu) / np.sqrt(var + 1e-5) * w + b)
     close(silu(X, xp), x / (1 + np.exp(-x)))
+    close(swiglu(X, W, xp), x / (1 + np.exp(-x)) * w)
     close(gelu_tanh(X, xp), 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))))
     p = loom.to_numpy(softmax(X, xp))
     close(p, np.exp(x) / np.exp(x).sum(-1, keepdims=True))
