@@ -253,3 +253,29 @@ def test_unknown_loss_type_is_a_config_error():
 
 def test_fixture_folder_is_complete():
     assert len(FIXTURES) >= 45, f"expected the 45 recorded cases, found {len(FIXTURES)} in {Path(FIXTURE_DIR)}"
+
+
+def test_gumbel_softmax_statistics(backend):
+    """Gumbel-max trick: argmax of the noisy softmax is distributed as softmax(logits / 1)."""
+    fix = load_fixture("softmax_gumbel")
+    net = loom.load_model_from_string(fix["model_before"], fix["model_id"], backend=backend)
+    net.seed(1234)
+    x = fix["forward"]["inputs"][0]
+    draws = 3000
+    counts = None
+    for _ in range(draws):
+        y = loom.to_numpy(net.forward(x))
+        assert abs(float(y.sum()) - 1.0) < 1e-5 and np.all(y >= 0)
+        counts = np.zeros(y.size) if counts is None else counts
+        counts[int(np.argmax(y))] += 1
+    logits = loom.to_numpy(net.activations()[-2]).astype(np.float64)
+    temperature = net.layers[-1].temperature or 1.0
+    p = np.exp((logits - logits.max()) / temperature)
+    p /= p.sum()
+    sigma = np.sqrt(p * (1 - p) / draws)
+    assert np.all(np.abs(counts / draws - p) <= 4 * sigma + 1e-3), (counts / draws, p)
+    # seeded: the same seed gives the same noisy outputs
+    net.seed(7)
+    first = loom.to_numpy(net.forward(x))
+    net.seed(7)
+    np.testing.assert_array_equal(loom.to_numpy(net.forward(x)), first)
