@@ -120,7 +120,8 @@ def time_loom(model: Any, short: list[int], long: list[int], new_tokens: int,
 
 
 def time_hf(config: dict[str, Any], tensors: dict[str, np.ndarray], short: list[int],
-            long: list[int], new_tokens: int, repeats: int) -> dict[str, Any] | str:
+            long: list[int], new_tokens: int, repeats: int,
+            device: str = "cpu") -> dict[str, Any] | str:
     """Same measurements with transformers ``LlamaForCausalLM`` (or why it was skipped)."""
     try:
         import torch
@@ -139,30 +140,43 @@ def time_hf(config: dict[str, Any], tensors: dict[str, np.ndarray], short: list[
     if missing or unexpected:
         return f"skipped (weights did not match: missing {missing[:3]}, unexpected {unexpected[:3]})"
     model.tie_weights()
-    short_t = torch.tensor([short])
-    long_t = torch.tensor([long])
+    if device != "cpu" and not torch.cuda.is_available():
+        return f"skipped (torch sees no {device} device)"
+    model = model.to(device)
+    short_t = torch.tensor([short], device=device)
+    long_t = torch.tensor([long], device=device)
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     kwargs = dict(do_sample=False, use_cache=True, pad_token_id=0, eos_token_id=None)
     with torch.inference_mode():
         model.generate(short_t, max_new_tokens=4, min_new_tokens=4, **kwargs)  # warm-up
         decode_rates = []
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             model.generate(short_t, max_new_tokens=1, min_new_tokens=1, **kwargs)
+            sync()
             t1 = time.perf_counter()
             out = model.generate(short_t, max_new_tokens=new_tokens + 1,
                                  min_new_tokens=new_tokens + 1, **kwargs)
+            sync()
             t2 = time.perf_counter()
             decode_rates.append(new_tokens / ((t2 - t1) - (t1 - t0)))
         greedy = out[0, len(short) : len(short) + 8].tolist()
         prefill = []
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             logits = model(long_t, use_cache=True, logits_to_keep=1).logits
             int(logits[0, -1].argmax())
             prefill.append(time.perf_counter() - t0)
-        last_logits = model(long_t).logits[0, -1].numpy()
+        last_logits = model(long_t).logits[0, -1].cpu().numpy()
+    where = f"{device}, {torch.get_num_threads()} threads" if device == "cpu" else device
     return {"decode": max(decode_rates), "prefill": best(prefill), "greedy": greedy,
-            "last_logits": last_logits, "threads": torch.get_num_threads()}
+            "last_logits": last_logits, "where": where}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true",
                         help="seeded random SmolLM2-135M-shaped weights instead of the GGUF")
     parser.add_argument("--skip-hf", action="store_true", help="do not run transformers")
+    parser.add_argument("--hf-device", default="cpu",
+                        help="torch device for transformers: cpu (default) or cuda")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prefill-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -202,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     del model
     gc.collect()
-    hf_res = time_hf(config_dict, tensors, short, long, args.new_tokens, args.repeats)
+    hf_res = time_hf(config_dict, tensors, short, long, args.new_tokens, args.repeats,
+                     args.hf_device)
     if isinstance(hf_res, str):
         print(f"transformers: {hf_res}")
         return 0
-    print(f"transformers (torch CPU, {hf_res['threads']} threads): decode "
+    print(f"transformers (torch {hf_res['where']}): decode "
           f"{hf_res['decode']:6.1f} tokens/s   prefill {hf_res['prefill']:.3f} s")
     print(f"ratio loom/transformers: decode {loom_res['decode'] / hf_res['decode']:.2f}x   "
           f"prefill {hf_res['prefill'] / loom_res['prefill']:.2f}x (speed-up, >1 = loom faster)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,8 +42,8 @@ def test_to_numpy_accepts_lists_and_arrays(backend):
 
 def test_env_variable_selects_initial_backend():
     code = "import loom; print(loom.get_backend())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"LOOM_BACKEND": "numpy", "PATH": ""}, check=True)
+    env = {**os.environ, "LOOM_BACKEND": "numpy"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "numpy"
 
 

@@ -17,6 +17,7 @@ chosen token id (or, when sampling, the last logits row) leaves the device.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -118,6 +119,12 @@ class Transformer:
         self.max_seq_len: int | None = config.max_position_embeddings if limited else None
         self._cos: Array = None
         self._sin: Array = None
+        # SwiGLU's exp(-gate) may overflow to inf (giving the correct silu = -0); NumPy
+        # would warn about it on every call, so its overflow warnings are off in forward().
+        errstate = getattr(backend.raw, "errstate", None)
+        self._quiet_overflow = (
+            (lambda: errstate(over="ignore")) if errstate is not None else contextlib.nullcontext
+        )
         self._scales = [
             1.0 / math.sqrt(config.head_dim) / ((i + 1) if config.attn_scale_by_layer else 1)
             for i in range(config.num_layers)
@@ -177,8 +184,9 @@ class Transformer:
         if self._is_llama:
             cos, sin = self._rope(start + t)
             cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R]
-        for i, layer in enumerate(w.layers):
-            x = self._block(x, layer, i, state, start, cos, sin)  # [T, D]
+        with self._quiet_overflow():
+            for i, layer in enumerate(w.layers):
+                x = self._block(x, layer, i, state, start, cos, sin)  # [T, D]
         if state is not None:
             state.pos = start + t
         if last_only:

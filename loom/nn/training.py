@@ -255,6 +255,15 @@ class _FlatSGD:
         raw = self.net._backend.raw
         if self.grad_buf is None or self.grad_buf.shape != self.flat.shape:
             self.grad_buf, self.step_buf = raw.empty_like(self.flat), raw.empty_like(self.flat)
+        if clip <= 0:  # no norm to take: scale each gradient straight into the step buffer (no concat pass)
+            start = 0
+            for part in parts:
+                end = start + part.shape[0]
+                raw.multiply(part, lr, out=self.step_buf[start:end])
+                start = end
+            self.flat -= self.step_buf
+            self.last_grad = None  # cfg.grads already hold this step's (unclipped) gradients
+            return None
         flat_grad = raw.concatenate(parts, out=self.grad_buf)
         if clip > 0:
             norm = float(flat_grad @ flat_grad) ** 0.5

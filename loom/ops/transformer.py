@@ -58,7 +58,7 @@ def rms_norm(x: Array, weight: Array, eps: float, xp: Any) -> Array:
     >>> rms_norm(np.array([[3.0, 4.0]]), np.ones(2), 0.0, np).round(4).tolist()
     [[0.8485, 1.1314]]
     """
-    mean_square = xp.mean(x * x, axis=-1, keepdims=True)  # [..., 1]
+    mean_square = xp.vecdot(x, x)[..., None] * (1.0 / x.shape[-1])  # [..., 1]
     return weight * (x * (1.0 / xp.sqrt(mean_square + eps)))  # [..., D]
 
 
@@ -101,7 +101,11 @@ def silu(x: Array, xp: Any) -> Array:
 
 
 def swiglu(gate: Array, up: Array, xp: Any) -> Array:
-    """SwiGLU activation ``silu(gate) * up`` (LLaMA MLP), computed with one temporary.
+    """SwiGLU activation ``silu(gate) * up = gate * up / (1 + exp(-gate))`` (LLaMA MLP).
+
+    Written as torch computes ``silu``; for ``gate < -88`` the float32 ``exp``
+    overflows to ``inf`` and the result is the correct ``-0`` (NumPy callers
+    may silence the overflow warning, see :class:`loom.llm.model.Transformer`).
 
     Parameters
     ----------
@@ -121,11 +125,10 @@ def swiglu(gate: Array, up: Array, xp: Any) -> Array:
     >>> float(swiglu(np.array(1.0), np.array(2.0), np).round(6))
     1.462117
     """
-    half = 0.5 * gate
-    out = xp.tanh(half)
-    out += 1.0
-    out *= half
-    out *= up
+    denominator = xp.exp(-gate)  # [..., Di]
+    denominator += 1.0
+    out = gate * up  # [..., Di]
+    out /= denominator
     return out
 
 
