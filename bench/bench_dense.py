@@ -54,7 +54,10 @@ def loom_network(batch_size: int) -> loom.Network:
     """The benchmark network in loom (ScaledReLU hidden, sigmoid output)."""
     return loom.create_network_from_json(
         {
-            "batch_size": batch_size, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 2,
+            "batch_size": batch_size,
+            "grid_rows": 1,
+            "grid_cols": 1,
+            "layers_per_cell": 2,
             "layers": [
                 {"type": "dense", "input_size": N_IN, "output_size": N_HIDDEN, "activation": "relu"},
                 {"type": "dense", "input_size": N_HIDDEN, "output_size": N_OUT, "activation": "sigmoid"},
@@ -66,8 +69,10 @@ def loom_network(batch_size: int) -> loom.Network:
 
 def loom_batches(x: np.ndarray, t: np.ndarray, batch: int) -> list[loom.TrainingBatch]:
     """Flat LOOM-layout batches (``batch`` samples back to back)."""
-    return [loom.TrainingBatch(x[i:i + batch].reshape(-1), t[i:i + batch].reshape(-1))
-            for i in range(0, len(x) - batch + 1, batch)]
+    return [
+        loom.TrainingBatch(x[i : i + batch].reshape(-1), t[i : i + batch].reshape(-1))
+        for i in range(0, len(x) - batch + 1, batch)
+    ]
 
 
 def loom_train_time(x: np.ndarray, t: np.ndarray, batch: int) -> float:
@@ -211,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024, help="training samples per epoch (default 1024)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement; the best is kept")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="limit BLAS and torch to N threads (default: the libraries' own choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit BLAS and torch to N threads (default: the libraries' own choice)",
+    )
     parser.add_argument("--profile", action="store_true", help="also profile loom's batch-1 training (pyinstrument)")
     args = parser.parse_args(argv)
 
@@ -227,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')} "
-                         f"({i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas")
+        blas = ", ".join(
+            f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')} ({i.get('num_threads')} threads)"
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        )
     except ImportError:
         blas = "threadpoolctl not installed"
     print(f"loom {loom.__version__} on {loom.get_backend()} (numpy {np.__version__}; BLAS: {blas}); {torch_info}")
@@ -274,14 +286,21 @@ def main(argv: list[str] | None = None) -> int:
 
     print("ratios (higher is better for loom)")
     print(ratio_line("train b1  loom/torch", results["loom_train_b1"], results["torch_train_b1"], TARGETS["torch_b1"]))
-    print(ratio_line("train b32 loom/torch", results["loom_train_b32"], results["torch_train_b32"],
-                     TARGETS["torch_b32"]))
+    print(
+        ratio_line("train b32 loom/torch", results["loom_train_b32"], results["torch_train_b32"], TARGETS["torch_b32"])
+    )
     print(ratio_line("raw b1    loom/torch", results["loom_raw_b1"], results["torch_train_b1"], None))
     print(ratio_line("raw b32   loom/torch", results["loom_raw_b32"], results["torch_train_b32"], None))
     print(ratio_line("train b1  loom/Go", results["loom_train_b1"], GO_TRAIN_SAMPLES_PER_S, TARGETS["go"]))
     torch_fwd = results["torch_fwd_ms"]
-    print(ratio_line("forward   torch time/loom time", torch_fwd if torch_fwd is not None else 0.0,
-                     results["loom_fwd_ms"] if torch_fwd is not None else None, None))
+    print(
+        ratio_line(
+            "forward   torch time/loom time",
+            torch_fwd if torch_fwd is not None else 0.0,
+            results["loom_fwd_ms"] if torch_fwd is not None else None,
+            None,
+        )
+    )
     print(ratio_line("forward   Go time/loom time", GO_FORWARD_MS, results["loom_fwd_ms"], TARGETS["go"]))
     if args.profile:
         print("\nprofile of loom Network.train, batch 1:")

@@ -148,8 +148,9 @@ def _epoch_marks(epochs: int, lines: int = 6) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- demos
-def pattern_demo(out: TextIO, *, seed: int, epochs: int, backend: str, samples: int = 100,
-                 learning_rate: float = 0.05) -> bool:
+def pattern_demo(
+    out: TextIO, *, seed: int, epochs: int, backend: str, samples: int = 100, learning_rate: float = 0.05
+) -> bool:
     """Pattern Recognition Training: Dense layers learn where the high half of the input is.
 
     Parameters
@@ -179,19 +180,19 @@ def pattern_demo(out: TextIO, *, seed: int, epochs: int, backend: str, samples: 
     val_inputs, val_labels = pattern_samples(8, rng)
     out.write("🧠 Running Pattern Recognition Training...\n")
     out.write("Task: tell high values in the first half of 8 inputs from high values in the second half\n")
-    out.write(f"Network: Dense 8 → 16 (relu) → 8 (relu) → 2 (sigmoid); {samples} samples, "
-              f"{epochs} epochs, learning rate {learning_rate}\n\n")
+    out.write(
+        f"Network: Dense 8 → 16 (relu) → 8 (relu) → 2 (sigmoid); {samples} samples, "
+        f"{epochs} epochs, learning rate {learning_rate}\n\n"
+    )
     net = loom.create_network_from_json(PATTERN_CONFIG, backend=backend, seed=seed)
     batches = [loom.TrainingBatch(x, _one_hot(y)) for x, y in zip(inputs, labels, strict=True)]
-    config = loom.TrainingConfig(epochs=epochs, learning_rate=learning_rate, use_gpu=backend == "cupy",
-                                 loss_type="mse")
+    config = loom.TrainingConfig(epochs=epochs, learning_rate=learning_rate, use_gpu=backend == "cupy", loss_type="mse")
     result = net.train(batches, config)
     history = result.loss_history
     for e in _epoch_marks(len(history)):
         out.write(f"Epoch {e + 1}/{epochs}: Loss = {history[e]:.4f}\n")
     if history:
-        out.write(f"Training time: {result.total_time:.2f} seconds "
-                  f"({result.avg_throughput:.0f} samples/sec)\n")
+        out.write(f"Training time: {result.total_time:.2f} seconds ({result.avg_throughput:.0f} samples/sec)\n")
     out.write("\nValidation:\n")
     outputs = loom.to_numpy(net.forward(np.asarray(val_inputs, dtype=np.float32)))
     correct = 0
@@ -199,8 +200,10 @@ def pattern_demo(out: TextIO, *, seed: int, epochs: int, backend: str, samples: 
         predicted = int(np.argmax(y))
         ok = predicted == label
         correct += ok
-        out.write(f"Sample {i}: {_fmt_pair(x[:2])}…{_fmt_pair(x[-2:])} → {_fmt_pair(y)} → "
-                  f"{PATTERN_CLASSES[predicted]} (expected {PATTERN_CLASSES[label]}) {'✓' if ok else '✗'}\n")
+        out.write(
+            f"Sample {i}: {_fmt_pair(x[:2])}…{_fmt_pair(x[-2:])} → {_fmt_pair(y)} → "
+            f"{PATTERN_CLASSES[predicted]} (expected {PATTERN_CLASSES[label]}) {'✓' if ok else '✗'}\n"
+        )
     out.write(f"Validation accuracy: {correct}/{len(val_labels)}\n")
     return correct == len(val_labels)
 
@@ -245,11 +248,13 @@ def grid_scatter_demo(out: TextIO, *, seed: int, epochs: int, backend: str) -> b
 
     out.write("🤖 Running Grid Scatter Multi-Agent Training...\n")
     out.write("Task: 3 agents learn to collaborate for binary classification\n\n")
-    out.write("Architecture:\n"
-              "  Shared Layer → Grid Scatter (3 agents) → Decision\n"
-              "  Agent 0: Feature Extractor (ensemble of 2 dense)\n"
-              "  Agent 1: Transformer (LSTM)\n"
-              "  Agent 2: Integrator (RNN)\n\n")
+    out.write(
+        "Architecture:\n"
+        "  Shared Layer → Grid Scatter (3 agents) → Decision\n"
+        "  Agent 0: Feature Extractor (ensemble of 2 dense)\n"
+        "  Agent 1: Transformer (LSTM)\n"
+        "  Agent 2: Integrator (RNN)\n\n"
+    )
     why_not = grid_scatter_available()
     if why_not is not None:
         out.write(f"skipped: Grid Scatter demo needs parallel/lstm/rnn layers ({why_not})\n")
@@ -286,8 +291,10 @@ def grid_scatter_demo(out: TextIO, *, seed: int, epochs: int, backend: str) -> b
         out.write(f"Sample {i}: {_fmt_pair(y)} → Class {got} (expected {want}) {'✓' if ok else '✗'}\n")
 
     metrics = net.evaluate_network(inputs, expected)
-    out.write(f"\nQuality Score: {metrics.score:.2f}/100, Avg Deviation: {metrics.avg_deviation:.2f}%, "
-              f"Failures: {metrics.failures}/{metrics.total_samples}\n")
+    out.write(
+        f"\nQuality Score: {metrics.score:.2f}/100, Avg Deviation: {metrics.avg_deviation:.2f}%, "
+        f"Failures: {metrics.failures}/{metrics.total_samples}\n"
+    )
 
     model_json = net.save_model_to_string("my_model")
     out.write(f"Model saved ({len(model_json.encode('utf-8'))} bytes)\n")
@@ -297,8 +304,10 @@ def grid_scatter_demo(out: TextIO, *, seed: int, epochs: int, backend: str) -> b
     before = loom.to_numpy(net.forward(inputs[0]))
     after = loom.to_numpy(loaded.forward(inputs[0]))
     identical = bool(np.array_equal(before, after))
-    out.write(f"Model loaded: output {_fmt_pair(after)} "
-              f"{'identical to the original (bit for bit) ✓' if identical else 'DIFFERS from the original ✗'}\n")
+    out.write(
+        f"Model loaded: output {_fmt_pair(after)} "
+        f"{'identical to the original (bit for bit) ✓' if identical else 'DIFFERS from the original ✗'}\n"
+    )
     return all_ok and identical
 
 
@@ -330,8 +339,9 @@ def run_version(args: argparse.Namespace) -> int:
     from loom.backend import cupy_available
 
     gpu = "available" if cupy_available() else "not available"
-    print(f"loom-nn {loom.__version__} (Python {platform.python_version()}, NumPy {np.__version__}, "
-          f"CuPy backend {gpu})")
+    print(
+        f"loom-nn {loom.__version__} (Python {platform.python_version()}, NumPy {np.__version__}, CuPy backend {gpu})"
+    )
     return EXIT_OK
 
 
@@ -345,13 +355,17 @@ def _add_generate(subparsers: Any) -> None:
         parser.set_defaults(func=run_generate)
     except Exception as exc:  # loom.llm missing or broken: keep the rest of the CLI working
         reason = f"{type(exc).__name__}: {exc}"
-        stub = subparsers.add_parser("generate", help="generate text with a language model (unavailable)",
-                                     add_help=False)
+        stub = subparsers.add_parser(
+            "generate", help="generate text with a language model (unavailable)", add_help=False
+        )
         stub.add_argument("rest", nargs=argparse.REMAINDER)
 
         def unavailable(_: argparse.Namespace) -> int:
-            print(f"loom generate: error: the loom.llm package could not be loaded ({reason}); "
-                  "install the extra with: pip install 'loom-nn[llm]'", file=sys.stderr)
+            print(
+                f"loom generate: error: the loom.llm package could not be loaded ({reason}); "
+                "install the extra with: pip install 'loom-nn[llm]'",
+                file=sys.stderr,
+            )
             return EXIT_ERROR
 
         stub.set_defaults(func=unavailable)
@@ -370,16 +384,26 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = subparsers.add_parser(
-        "demo", help="run the LOOM README demos (pattern recognition, grid scatter)",
+        "demo",
+        help="run the LOOM README demos (pattern recognition, grid scatter)",
         description="Train the LOOM README's demo networks and print their progress and predictions.",
     )
-    demo.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                      help=f"seed for data and initial weights (default: {DEFAULT_SEED}, reproducible)")
-    demo.add_argument("--epochs", type=int, default=None,
-                      help="training epochs for every demo (default: 50 pattern, 800 grid scatter)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed for data and initial weights (default: {DEFAULT_SEED}, reproducible)",
+    )
+    demo.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs for every demo (default: 50 pattern, 800 grid scatter)",
+    )
     demo.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy backend)")
-    demo.add_argument("--part", choices=("all", "pattern", "grid-scatter"), default="all",
-                      help="which demo to run (default: all)")
+    demo.add_argument(
+        "--part", choices=("all", "pattern", "grid-scatter"), default="all", help="which demo to run (default: all)"
+    )
     demo.set_defaults(func=run_demo)
 
     _add_generate(subparsers)

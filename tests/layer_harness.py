@@ -29,7 +29,9 @@ class LayerCheckReport:
     max_rel_error: dict[str, float] = field(default_factory=dict)
 
 
-def _network(layer: dict[str, Any], batch_size: int, input_size: int | None, backend: Any, seed: int, extra: list | None):
+def _network(
+    layer: dict[str, Any], batch_size: int, input_size: int | None, backend: Any, seed: int, extra: list | None
+):
     layers = [layer, *(extra or [])]
     config = {
         "batch_size": batch_size,
@@ -56,8 +58,18 @@ def _run(net: Any, x: Any, batch_size: int, seed: int) -> Any:
     return net._forward(x, batch_size)
 
 
-def _fd_check(net: Any, x: Any, batch_size: int, seed: int, rng: np.random.Generator, *, samples: int,
-              eps: float, rtol: float, atol: float) -> dict[str, float]:
+def _fd_check(
+    net: Any,
+    x: Any,
+    batch_size: int,
+    seed: int,
+    rng: np.random.Generator,
+    *,
+    samples: int,
+    eps: float,
+    rtol: float,
+    atol: float,
+) -> dict[str, float]:
     """Finite-difference check of d(sum(y * r))/d(input and every parameter)."""
     xp = net.xp
     y = _run(net, x, batch_size, seed)
@@ -172,4 +184,6 @@ def check_layer(
     _to_float64(net)
     x64 = be.asarray(to_numpy(x32), dtype=be.xp.float64)
     errors = _fd_check(net, x64, batch_size, seed, rng, samples=fd_samples, eps=fd_eps, rtol=rtol, atol=atol)
-    return LayerCheckReport(network=loom.load_model_from_string(text, "check", backend=be), output=y, max_rel_error=errors)
+    return LayerCheckReport(
+        network=loom.load_model_from_string(text, "check", backend=be), output=y, max_rel_error=errors
+    )

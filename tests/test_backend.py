@@ -51,8 +51,15 @@ def test_env_variable_selects_initial_backend():
 def test_gpu_request_without_cupy_says_what_is_missing():
     with pytest.raises(BackendUnavailableError, match=r"pip install"):
         loom.set_backend("cupy")
-    net = loom.create_network_from_json({"grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1, "layers": [
-        {"type": "dense", "input_size": 2, "output_size": 1}]}, backend="numpy")
+    net = loom.create_network_from_json(
+        {
+            "grid_rows": 1,
+            "grid_cols": 1,
+            "layers_per_cell": 1,
+            "layers": [{"type": "dense", "input_size": 2, "output_size": 1}],
+        },
+        backend="numpy",
+    )
     with pytest.raises(BackendUnavailableError, match=r"CuPy|CUDA"):
         net.train([([0.1, 0.2], [1.0])], {"Epochs": 1, "UseGPU": True})
 
@@ -67,8 +74,16 @@ def test_scatter_add_sums_repeated_indices(backend):
 @pytest.mark.gpu
 @pytest.mark.skipif(not lb.cupy_available(), reason="needs CuPy and a CUDA device")
 def test_network_moves_between_backends():
-    net = loom.create_network_from_json({"grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1, "layers": [
-        {"type": "dense", "input_size": 3, "output_size": 2, "activation": "tanh"}]}, backend="numpy", seed=1)
+    net = loom.create_network_from_json(
+        {
+            "grid_rows": 1,
+            "grid_cols": 1,
+            "layers_per_cell": 1,
+            "layers": [{"type": "dense", "input_size": 3, "output_size": 2, "activation": "tanh"}],
+        },
+        backend="numpy",
+        seed=1,
+    )
     x = [0.1, -0.2, 0.3]
     y_cpu = loom.to_numpy(net.forward(x))
     net.to_backend("cupy")

@@ -32,12 +32,19 @@ def test_demo_prints_every_section(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Grid Scatter Multi-Agent Training" in out
     assert "Agent 1: Transformer (LSTM)" in out
     if cli.grid_scatter_available() is None:
-        for section in ("Training time:", "Initial Loss:", "Final Loss:", "Improvement:", "Quality Score:",
-                        "Model saved ("):
+        for section in (
+            "Training time:",
+            "Initial Loss:",
+            "Final Loss:",
+            "Improvement:",
+            "Quality Score:",
+            "Model saved (",
+        ):
             assert section in out
         assert re.search(r"^Improvement: -?\d+\.\d\d%$", out, flags=re.MULTILINE)
-        predictions = re.findall(r"^Sample \d: \[\d\.\d{3}, \d\.\d{3}\] → Class \d \(expected \d\) [✓✗]$", out,
-                                 flags=re.MULTILINE)
+        predictions = re.findall(
+            r"^Sample \d: \[\d\.\d{3}, \d\.\d{3}\] → Class \d \(expected \d\) [✓✗]$", out, flags=re.MULTILINE
+        )
         assert len(predictions) == 4
         assert "identical to the original" in out
     else:
@@ -115,8 +122,9 @@ def test_loom_errors_become_exit_2(capsys: pytest.CaptureFixture[str], monkeypat
     assert err.strip() == "loom demo: error: layers[0].output_size: required"
 
 
-def test_generate_unavailable_is_a_clear_error(capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_unavailable_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "loom.llm.cli", None)  # makes `import loom.llm.cli` fail

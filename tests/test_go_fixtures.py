@@ -153,7 +153,9 @@ def test_training_matches_go_where_gradients_are_exact(name, backend):
         _close(result.loss_history, go["LossHistory"], atol=1e-7, rtol=1e-4, what=f"{name} loss history")
         assert result.final_loss == pytest.approx(go["FinalLoss"], rel=1e-4, abs=1e-7)
         assert result.best_loss == pytest.approx(go["BestLoss"], rel=1e-4, abs=1e-7)
-        _assert_weights_close(_decoded_weights(net.save_model_to_string(fix["model_id"])), fix["weights_after"]["layers"])
+        _assert_weights_close(
+            _decoded_weights(net.save_model_to_string(fix["model_id"])), fix["weights_after"]["layers"]
+        )
         for x, expected in zip(fix["forward"]["inputs"], fix["forward"]["outputs_after"], strict=True):
             _close(net.forward(x), expected, atol=1e-5, rtol=1e-4, what=f"{name} outputs after training")
     else:
@@ -181,7 +183,10 @@ def test_training_no_worse_than_go_in_most_cases(backend):
             better.append(name)
     if not compared:
         pytest.skip("no inexact-gradient fixture with implemented layers")
-    print(f"loom final loss <= Go's on {len(better)}/{len(compared)} fixtures: missing {sorted(set(compared) - set(better))}")
+    print(
+        f"loom final loss <= Go's on {len(better)}/{len(compared)} fixtures: "
+        f"missing {sorted(set(compared) - set(better))}"
+    )
     assert len(better) * 2 > len(compared), f"only {len(better)}/{len(compared)}: {sorted(set(compared) - set(better))}"
 
 
@@ -224,7 +229,9 @@ def test_manual_sgd_step(name, backend):
     assert loom.to_numpy(dx).shape == (len(step["input"]),)
     net.update_weights(step["learning_rate"])
     if go_gradients_exact(fix):
-        _assert_weights_close(_decoded_weights(net.save_model_to_string(fix["model_id"])), step["weights_after_step"]["layers"])
+        _assert_weights_close(
+            _decoded_weights(net.save_model_to_string(fix["model_id"])), step["weights_after_step"]["layers"]
+        )
         _close(net.forward(step["input"]), step["output_after_step"], atol=1e-5, rtol=1e-4, what="output after step")
 
 

@@ -114,14 +114,51 @@ def test_conv2d_configured_output_larger_than_natural(backend):
 @pytest.mark.parametrize(
     ("geometry", "batch", "activation"),
     [
-        ({"input_channels": 1, "input_height": 5, "input_width": 5, "kernel_size": 3, "stride": 1, "filters": 2}, 1,
-         "tanh"),
-        ({"input_channels": 2, "input_height": 6, "input_width": 6, "kernel_size": 3, "stride": 2, "padding": 1,
-          "filters": 3}, 1, "sigmoid"),
-        ({"input_channels": 3, "input_height": 5, "input_width": 4, "kernel_size": 2, "stride": 1, "padding": 1,
-          "filters": 2}, 2, "softplus"),
-        ({"input_channels": 2, "input_height": 4, "input_width": 4, "kernel_size": 3, "stride": 1, "filters": 2,
-          "output_height": 2, "output_width": 2}, 2, "leaky_relu"),
+        (
+            {"input_channels": 1, "input_height": 5, "input_width": 5, "kernel_size": 3, "stride": 1, "filters": 2},
+            1,
+            "tanh",
+        ),
+        (
+            {
+                "input_channels": 2,
+                "input_height": 6,
+                "input_width": 6,
+                "kernel_size": 3,
+                "stride": 2,
+                "padding": 1,
+                "filters": 3,
+            },
+            1,
+            "sigmoid",
+        ),
+        (
+            {
+                "input_channels": 3,
+                "input_height": 5,
+                "input_width": 4,
+                "kernel_size": 2,
+                "stride": 1,
+                "padding": 1,
+                "filters": 2,
+            },
+            2,
+            "softplus",
+        ),
+        (
+            {
+                "input_channels": 2,
+                "input_height": 4,
+                "input_width": 4,
+                "kernel_size": 3,
+                "stride": 1,
+                "filters": 2,
+                "output_height": 2,
+                "output_width": 2,
+            },
+            2,
+            "leaky_relu",
+        ),
     ],
 )
 def test_conv2d_layer(backend, geometry, batch, activation):
@@ -133,18 +170,30 @@ def test_conv2d_layer(backend, geometry, batch, activation):
 
 
 def test_conv2d_then_dense_with_inferred_sizes(backend):
-    layer = {"type": "conv2d", "input_channels": 1, "input_height": 6, "input_width": 6, "kernel_size": 3,
-             "stride": 1, "filters": 2, "activation": "relu"}
-    report = check_layer(layer, input_size=36, backend=backend, input_scale=2.0,
-                         extra_layers=[{"type": "dense", "output_size": 3, "activation": "sigmoid"}])
+    layer = {
+        "type": "conv2d",
+        "input_channels": 1,
+        "input_height": 6,
+        "input_width": 6,
+        "kernel_size": 3,
+        "stride": 1,
+        "filters": 2,
+        "activation": "relu",
+    }
+    report = check_layer(
+        layer,
+        input_size=36,
+        backend=backend,
+        input_scale=2.0,
+        extra_layers=[{"type": "dense", "output_size": 3, "activation": "sigmoid"}],
+    )
     conv = report.network.layers[0]
     assert (conv.output_height, conv.output_width) == (4, 4)
     assert report.network.layers[1].input_size == 32
 
 
 def test_conv2d_config_errors():
-    base = {"type": "conv2d", "input_channels": 1, "input_height": 4, "input_width": 4, "kernel_size": 3,
-            "filters": 2}
+    base = {"type": "conv2d", "input_channels": 1, "input_height": 4, "input_width": 4, "kernel_size": 3, "filters": 2}
     net = {"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1}
     with pytest.raises(ConfigError, match=r"layers\[0\]\.stride"):
         loom.create_network_from_json({**net, "layers": [base]})
@@ -155,29 +204,50 @@ def test_conv2d_config_errors():
 
 
 def test_conv2d_rejects_wrong_input_length(backend):
-    net = loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-                                         "layers": [{"type": "conv2d", "input_channels": 1, "input_height": 4,
-                                                     "input_width": 4, "kernel_size": 3, "stride": 1,
-                                                     "filters": 2}]}, backend=backend)
+    net = loom.create_network_from_json(
+        {
+            "batch_size": 1,
+            "grid_rows": 1,
+            "grid_cols": 1,
+            "layers_per_cell": 1,
+            "layers": [
+                {
+                    "type": "conv2d",
+                    "input_channels": 1,
+                    "input_height": 4,
+                    "input_width": 4,
+                    "kernel_size": 3,
+                    "stride": 1,
+                    "filters": 2,
+                }
+            ],
+        },
+        backend=backend,
+    )
     with pytest.raises(ShapeError, match=r"layers\[0\]"):
         net.forward(np.zeros(15, np.float32))
 
 
 # ----------------------------------------------------------------------------- attention
 def _mha_params(rng, d, kv_dim):
-    return [rng.uniform(-0.5, 0.5, shape).astype(np.float32)
-            for shape in ((d, d), (d,), (d, kv_dim), (kv_dim,), (d, kv_dim), (kv_dim,), (d, d), (d,))]
+    return [
+        rng.uniform(-0.5, 0.5, shape).astype(np.float32)
+        for shape in ((d, d), (d,), (d, kv_dim), (kv_dim,), (d, kv_dim), (kv_dim,), (d, d), (d,))
+    ]
 
 
-@pytest.mark.parametrize(("d", "heads", "kv_heads", "causal", "theta"),
-                         [(8, 2, 2, True, 1e6), (12, 4, 2, True, 1e6), (6, 2, 1, False, 100.0), (10, 2, 2, True, 10.0)])
+@pytest.mark.parametrize(
+    ("d", "heads", "kv_heads", "causal", "theta"),
+    [(8, 2, 2, True, 1e6), (12, 4, 2, True, 1e6), (6, 2, 1, False, 100.0), (10, 2, 2, True, 10.0)],
+)
 def test_mha_matches_go_loops(backend, d, heads, kv_heads, causal, theta):
     rng = np.random.default_rng(4)
     seq, hd = 5, d // heads
     params = _mha_params(rng, d, kv_heads * hd)
     x = rng.standard_normal((2, seq, d)).astype(np.float32)
-    y, _ = mha_forward(backend.asarray(x), *(backend.asarray(p) for p in params), heads, kv_heads, causal, theta,
-                       backend.xp)
+    y, _ = mha_forward(
+        backend.asarray(x), *(backend.asarray(p) for p in params), heads, kv_heads, causal, theta, backend.xp
+    )
     for b in range(2):  # every sample is its own sequence
         expected = mha_loop(x[b].astype(np.float64), *params, heads, kv_heads, hd, causal, theta)
         np.testing.assert_allclose(loom.to_numpy(y)[b], expected, rtol=1e-4, atol=1e-5)
@@ -207,8 +277,7 @@ def test_mha_odd_head_dim_and_go_truncation(backend):
     layer = {"type": "mha", "d_model": 6, "num_heads": 2}
     check_layer(layer, input_size=18, output_size=18, backend=backend)
     # d_model 7 with 2 heads: hd 3, columns 6 of Q and row 6 of O unused, K/V read with row stride 6.
-    report = check_layer({"type": "mha", "d_model": 7, "num_heads": 2}, input_size=21, output_size=21,
-                         backend=backend)
+    report = check_layer({"type": "mha", "d_model": 7, "num_heads": 2}, input_size=21, output_size=21, backend=backend)
     cfg = report.network.layers[0]
     assert tuple(cfg.params["k_weights"].shape) == (7, 7)
 
@@ -216,9 +285,17 @@ def test_mha_odd_head_dim_and_go_truncation(backend):
 def test_mha_truncation_matches_go_rule(backend):
     rng = np.random.default_rng(5)
     d, heads, hd, seq = 7, 2, 3, 4
-    net = loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-                                         "layers": [{"type": "mha", "d_model": d, "num_heads": heads}]},
-                                        backend=backend, seed=1)
+    net = loom.create_network_from_json(
+        {
+            "batch_size": 1,
+            "grid_rows": 1,
+            "grid_cols": 1,
+            "layers_per_cell": 1,
+            "layers": [{"type": "mha", "d_model": d, "num_heads": heads}],
+        },
+        backend=backend,
+        seed=1,
+    )
     cfg = net.layers[0]
     p = {k: loom.to_numpy(v).astype(np.float64) for k, v in cfg.params.items()}
     for name in ("q_bias", "k_bias", "v_bias", "output_bias"):
@@ -230,10 +307,10 @@ def test_mha_truncation_matches_go_rule(backend):
     wv = p["v_weights"].reshape(-1)[: d * kv].reshape(d, kv)
     q_used = p["q_weights"].copy()
     q_used[:, kv:] = 0
-    expected = mha_loop(x, q_used, p["q_bias"], wk, p["k_bias"], wv, p["v_bias"], p["output_weight"],
-                        p["output_bias"], heads, heads, hd)
-    np.testing.assert_allclose(loom.to_numpy(net.forward(x.reshape(-1))), expected.reshape(-1), rtol=1e-4,
-                               atol=1e-5)
+    expected = mha_loop(
+        x, q_used, p["q_bias"], wk, p["k_bias"], wv, p["v_bias"], p["output_weight"], p["output_bias"], heads, heads, hd
+    )
+    np.testing.assert_allclose(loom.to_numpy(net.forward(x.reshape(-1))), expected.reshape(-1), rtol=1e-4, atol=1e-5)
 
 
 def test_mha_config_errors(backend):
@@ -243,17 +320,24 @@ def test_mha_config_errors(backend):
     with pytest.raises(ConfigError, match=r"layers\[0\]\.num_heads"):
         loom.create_network_from_json({**net, "layers": [{"type": "mha", "d_model": 8}]})
     with pytest.raises(ConfigError, match=r"layers\[0\]\.num_kv_heads"):
-        loom.create_network_from_json({**net, "layers": [{"type": "mha", "d_model": 8, "num_heads": 4,
-                                                          "num_kv_heads": 3}]})
-    model = loom.create_network_from_json({**net, "layers": [{"type": "mha", "d_model": 8, "num_heads": 2}]},
-                                          backend=backend)
+        loom.create_network_from_json(
+            {**net, "layers": [{"type": "mha", "d_model": 8, "num_heads": 4, "num_kv_heads": 3}]}
+        )
+    model = loom.create_network_from_json(
+        {**net, "layers": [{"type": "mha", "d_model": 8, "num_heads": 2}]}, backend=backend
+    )
     with pytest.raises(ShapeError, match=r"layers\[0\]"):
         model.forward(np.zeros(12, np.float32))
 
 
 def test_mha_batch_samples_are_independent(backend):
-    config = {"batch_size": 2, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-              "layers": [{"type": "mha", "d_model": 4, "num_heads": 2}]}
+    config = {
+        "batch_size": 2,
+        "grid_rows": 1,
+        "grid_cols": 1,
+        "layers_per_cell": 1,
+        "layers": [{"type": "mha", "d_model": 4, "num_heads": 2}],
+    }
     net = loom.create_network_from_json(config, backend=backend, seed=3)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(12).astype(np.float32), rng.standard_normal(12).astype(np.float32)
@@ -264,8 +348,9 @@ def test_mha_batch_samples_are_independent(backend):
 
 
 # ----------------------------------------------------------------------------- norms
-@pytest.mark.parametrize(("kind", "batch", "rows"), [("layer_norm", 1, 1), ("layer_norm", 2, 3),
-                                                       ("rms_norm", 1, 1), ("rms_norm", 2, 3)])
+@pytest.mark.parametrize(
+    ("kind", "batch", "rows"), [("layer_norm", 1, 1), ("layer_norm", 2, 3), ("rms_norm", 1, 1), ("rms_norm", 2, 3)]
+)
 def test_norm_layers(backend, kind, batch, rows):
     layer = {"type": kind, "norm_size": 5, "epsilon": 1e-3}
     extra = [{"type": "dense", "output_size": 3, "activation": "tanh"}]  # makes gamma/beta gradients non-trivial
@@ -277,8 +362,16 @@ def test_norms_normalise_every_row(backend):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(12).astype(np.float32) * 3 + 1
     for kind in ("layer_norm", "rms_norm"):
-        net = loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-                                             "layers": [{"type": kind, "norm_size": 4}]}, backend=backend)
+        net = loom.create_network_from_json(
+            {
+                "batch_size": 1,
+                "grid_rows": 1,
+                "grid_cols": 1,
+                "layers_per_cell": 1,
+                "layers": [{"type": kind, "norm_size": 4}],
+            },
+            backend=backend,
+        )
         y = loom.to_numpy(net.forward(x)).reshape(3, 4)
         rows = x.reshape(3, 4).astype(np.float64)
         if kind == "layer_norm":
@@ -289,8 +382,16 @@ def test_norms_normalise_every_row(backend):
 
 
 def test_rms_norm_partial_row_is_zero_and_epsilon_defaults(backend):
-    net = loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-                                         "layers": [{"type": "rms_norm", "norm_size": 4}]}, backend=backend)
+    net = loom.create_network_from_json(
+        {
+            "batch_size": 1,
+            "grid_rows": 1,
+            "grid_cols": 1,
+            "layers_per_cell": 1,
+            "layers": [{"type": "rms_norm", "norm_size": 4}],
+        },
+        backend=backend,
+    )
     y = loom.to_numpy(net.forward(np.arange(1, 7, dtype=np.float32)))
     assert y[4:].tolist() == [0.0, 0.0]
     assert net.layers[0].epsilon == pytest.approx(1e-5)  # the builder's default
@@ -302,32 +403,49 @@ def test_rms_norm_partial_row_is_zero_and_epsilon_defaults(backend):
 
 def test_norm_requires_norm_size():
     with pytest.raises(ConfigError, match=r"layers\[0\]\.norm_size"):
-        loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-                                       "layers": [{"type": "layer_norm"}]})
+        loom.create_network_from_json(
+            {"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1, "layers": [{"type": "layer_norm"}]}
+        )
 
 
 # ----------------------------------------------------------------------------- swiglu / residual
-@pytest.mark.parametrize(("keys", "batch", "rows"), [({"input_size": 4, "output_size": 6}, 1, 1),
-                                                      ({"input_height": 3, "output_height": 5}, 2, 3)])
+@pytest.mark.parametrize(
+    ("keys", "batch", "rows"),
+    [({"input_size": 4, "output_size": 6}, 1, 1), ({"input_height": 3, "output_height": 5}, 2, 3)],
+)
 def test_swiglu_layer(backend, keys, batch, rows):
     hidden = keys.get("input_size") or keys["input_height"]
-    report = check_layer({"type": "swiglu", **keys}, input_size=hidden * rows, output_size=hidden * rows,
-                         batch_size=batch, backend=backend, input_scale=2.0)
+    report = check_layer(
+        {"type": "swiglu", **keys},
+        input_size=hidden * rows,
+        output_size=hidden * rows,
+        batch_size=batch,
+        backend=backend,
+        input_scale=2.0,
+    )
     saved = json.loads(report.network.save_model_to_string("m"))["models"][0]["cfg"]["layers"][0]
     assert (saved["input_height"], saved["output_height"]) == (hidden, keys.get("output_size") or keys["output_height"])
 
 
 def test_swiglu_requires_sizes():
     with pytest.raises(ConfigError, match=r"layers\[0\]\.output_size"):
-        loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1,
-                                       "layers": [{"type": "swiglu", "input_size": 4}]})
+        loom.create_network_from_json(
+            {
+                "batch_size": 1,
+                "grid_rows": 1,
+                "grid_cols": 1,
+                "layers_per_cell": 1,
+                "layers": [{"type": "swiglu", "input_size": 4}],
+            }
+        )
 
 
 @pytest.mark.parametrize("activation", [None, "sigmoid", "tanh", "leaky_relu", "gelu", "linear"])
 def test_residual_layer(backend, activation):
     layer = {"type": "residual"} if activation is None else {"type": "residual", "activation": activation}
-    report = check_layer(layer, input_size=7, output_size=7, batch_size=2, backend=backend, input_scale=2.0,
-                         extra_layers=None)
+    report = check_layer(
+        layer, input_size=7, output_size=7, batch_size=2, backend=backend, input_scale=2.0, extra_layers=None
+    )
     if activation is None:  # ScaledReLU by default
         x = np.array([-1.0, 2.0, 0.5, -3, 1, 1, 1], np.float32)
         report.network.batch_size = 1
@@ -350,21 +468,37 @@ def test_transformer_block_gradients_through_residual_stream(backend):
     net.forward(x)
     _, _, h, normed, y = (loom.to_numpy(a) for a in net.activations())
     p = {k: loom.to_numpy(v) for k, v in net.layers[3].params.items()}
-    mlp, _ = swiglu_forward(normed.reshape(-1, 8), p["gate_weights"], p["gate_bias"], p["up_weights"],
-                            p["up_bias"], p["down_weights"], p["down_bias"], np)
+    mlp, _ = swiglu_forward(
+        normed.reshape(-1, 8),
+        p["gate_weights"],
+        p["gate_bias"],
+        p["up_weights"],
+        p["up_bias"],
+        p["down_weights"],
+        p["down_bias"],
+        np,
+    )
     np.testing.assert_allclose(y, h + mlp.reshape(-1), rtol=1e-5, atol=1e-6)  # y = h + MLP(RMS(h))
 
 
 def test_layer_norm_adds_the_stream(backend):
     """[rms_norm, swiglu, layer_norm]: LayerNorm normalises swiglu(...) + stream, gradients exact."""
     extra = [{"type": "swiglu", "input_size": 4, "output_size": 6}, {"type": "layer_norm", "norm_size": 4}]
-    check_layer({"type": "rms_norm", "norm_size": 4}, input_size=8, batch_size=1, backend=backend,
-                extra_layers=extra)
+    check_layer({"type": "rms_norm", "norm_size": 4}, input_size=8, batch_size=1, backend=backend, extra_layers=extra)
 
 
 # ----------------------------------------------------------------------------- Go fixtures (forward)
-GO_CASES = ["conv2d_basic", "conv2d_stride_padding", "batch2_conv2d", "mha_seq4", "transformer_block",
-            "layernorm_basic", "rmsnorm_basic", "swiglu_after_rmsnorm", "residual_layer"]
+GO_CASES = [
+    "conv2d_basic",
+    "conv2d_stride_padding",
+    "batch2_conv2d",
+    "mha_seq4",
+    "transformer_block",
+    "layernorm_basic",
+    "rmsnorm_basic",
+    "swiglu_after_rmsnorm",
+    "residual_layer",
+]
 
 
 @pytest.mark.parametrize("name", GO_CASES)

@@ -19,8 +19,13 @@ from tests.layer_harness import check_layer
 
 
 def _net(layers: list[dict], *, batch_size: int = 1, input_size: int | None = None, backend=None, seed: int = 0):
-    config = {"batch_size": batch_size, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": len(layers),
-              "layers": layers}
+    config = {
+        "batch_size": batch_size,
+        "grid_rows": 1,
+        "grid_cols": 1,
+        "layers_per_cell": len(layers),
+        "layers": layers,
+    }
     if input_size:
         config["input_size"] = input_size
     return loom.create_network_from_json(config, backend=backend, seed=seed)
@@ -73,8 +78,20 @@ def test_lstm_bundle_uses_loom_weight_names(backend):
     import base64
 
     weights = json.loads(base64.b64decode(bundle["models"][0]["weights"]["data"]))["layers"][0]
-    assert list(weights) == ["weight_ii", "weight_if", "weight_ig", "weight_io", "weight_hi", "weight_hf",
-                             "weight_hg", "weight_ho", "bias_i", "bias_f", "bias_g", "bias_o"]
+    assert list(weights) == [
+        "weight_ii",
+        "weight_if",
+        "weight_ig",
+        "weight_io",
+        "weight_hi",
+        "weight_hf",
+        "weight_hg",
+        "weight_ho",
+        "bias_i",
+        "bias_f",
+        "bias_g",
+        "bias_o",
+    ]
     assert len(weights["weight_ii"]) == 6 and len(weights["weight_hi"]) == 9 and weights["bias_f"] == [0, 0, 0]
 
 
@@ -108,11 +125,22 @@ _SOFTMAX_CASES = {
 def test_softmax_variant_gradients(case, backend):
     fields, n = _SOFTMAX_CASES[case]
     head = [{"type": "dense", "input_size": n, "output_size": 3, "activation": "tanh"}]
-    report = check_layer({"type": "softmax", **fields}, input_size=n, output_size=n, backend=backend,
-                         extra_layers=head, input_scale=2.0)
+    report = check_layer(
+        {"type": "softmax", **fields}, input_size=n, output_size=n, backend=backend, extra_layers=head, input_scale=2.0
+    )
     probs = report.network.layers[0]
-    assert probs.softmax_variant in {"standard", "temperature", "grid", "hierarchical", "gumbel", "masked",
-                                     "sparse", "adaptive", "mixture", "entmax"}
+    assert probs.softmax_variant in {
+        "standard",
+        "temperature",
+        "grid",
+        "hierarchical",
+        "gumbel",
+        "masked",
+        "sparse",
+        "adaptive",
+        "mixture",
+        "entmax",
+    }
     alone = _net([{"type": "softmax", **fields}], input_size=n, backend=backend)
     alone.seed(3)
     p = loom.to_numpy(alone.forward(np.linspace(-2, 3, n).astype(np.float32)))
@@ -130,8 +158,11 @@ def test_softmax_forward_values(backend):
     p = loom.to_numpy(_net([{"type": "softmax", "temperature": 0.5}], input_size=4, backend=backend).forward(z))
     e = np.exp(z / 0.5 - (z / 0.5).max())
     np.testing.assert_allclose(p, e / e.sum(), rtol=1e-6)
-    sp = loom.to_numpy(_net([{"type": "softmax", "softmax_variant": "sparse"}], input_size=4,
-                            backend=backend).forward(np.array([1.0, 1.5, 0.5, -1.0], np.float32)))
+    sp = loom.to_numpy(
+        _net([{"type": "softmax", "softmax_variant": "sparse"}], input_size=4, backend=backend).forward(
+            np.array([1.0, 1.5, 0.5, -1.0], np.float32)
+        )
+    )
     np.testing.assert_allclose(sp, [0.25, 0.75, 0.0, 0.0], atol=1e-7)
 
 
@@ -139,10 +170,15 @@ def test_softmax_batch_is_one_distribution_as_go(backend):
     net = _net([{"type": "softmax"}], batch_size=2, input_size=3, backend=backend)
     p = loom.to_numpy(net.forward(np.arange(6, dtype=np.float32)))
     assert p.sum() == pytest.approx(1.0, rel=1e-6)
-    grid = _net([{"type": "softmax", "softmax_variant": "grid", "softmax_rows": 1, "softmax_cols": 3}],
-                batch_size=2, input_size=3, backend=backend)
-    np.testing.assert_allclose(loom.to_numpy(grid.forward(np.arange(6, dtype=np.float32))).reshape(2, 3).sum(1), 1.0,
-                               rtol=1e-6)
+    grid = _net(
+        [{"type": "softmax", "softmax_variant": "grid", "softmax_rows": 1, "softmax_cols": 3}],
+        batch_size=2,
+        input_size=3,
+        backend=backend,
+    )
+    np.testing.assert_allclose(
+        loom.to_numpy(grid.forward(np.arange(6, dtype=np.float32))).reshape(2, 3).sum(1), 1.0, rtol=1e-6
+    )
 
 
 def test_gumbel_noise_is_seeded(backend):
@@ -159,16 +195,28 @@ def test_gumbel_noise_is_seeded(backend):
 @pytest.mark.parametrize(
     ("layer", "input_size", "match"),
     [
-        ({"type": "softmax", "softmax_variant": "grid", "softmax_rows": 2, "softmax_cols": 2}, 6,
-         r"layers\[0\]\.softmax_rows: softmax_rows x softmax_cols = 2 x 2 = 4 does not match the softmax "
-         r"input length 6"),
+        (
+            {"type": "softmax", "softmax_variant": "grid", "softmax_rows": 2, "softmax_cols": 2},
+            6,
+            r"layers\[0\]\.softmax_rows: softmax_rows x softmax_cols = 2 x 2 = 4 does not match the softmax "
+            r"input length 6",
+        ),
         ({"type": "softmax", "softmax_variant": "grid", "softmax_rows": 2}, 6, r"layers\[0\]\.softmax_rows"),
-        ({"type": "softmax", "softmax_variant": "hierarchical", "hierarchy_levels": [2, 2]}, 6,
-         r"layers\[0\]\.hierarchy_levels"),
-        ({"type": "softmax", "softmax_variant": "masked", "mask": [True, False]}, 3,
-         r"layers\[0\]\.mask: the mask length 2 = 2 does not match the softmax input length 3"),
-        ({"type": "softmax", "softmax_variant": "fancy"}, 3,
-         r"layers\[0\]\.softmax_variant: unknown softmax variant 'fancy'; accepted: standard, grid"),
+        (
+            {"type": "softmax", "softmax_variant": "hierarchical", "hierarchy_levels": [2, 2]},
+            6,
+            r"layers\[0\]\.hierarchy_levels",
+        ),
+        (
+            {"type": "softmax", "softmax_variant": "masked", "mask": [True, False]},
+            3,
+            r"layers\[0\]\.mask: the mask length 2 = 2 does not match the softmax input length 3",
+        ),
+        (
+            {"type": "softmax", "softmax_variant": "fancy"},
+            3,
+            r"layers\[0\]\.softmax_variant: unknown softmax variant 'fancy'; accepted: standard, grid",
+        ),
     ],
 )
 def test_softmax_config_errors(layer, input_size, match, backend):
@@ -179,8 +227,13 @@ def test_softmax_config_errors(layer, input_size, match, backend):
 def test_softmax_size_error_inside_branch_names_path(backend):
     branch = {"type": "softmax", "softmax_variant": "masked", "mask": [True, True]}
     with pytest.raises(ConfigError, match=r"layers\[1\]\.branches\[1\]\.mask"):
-        _net([{"type": "dense", "input_size": 2, "output_size": 3},
-              {"type": "parallel", "branches": [{"type": "dense", "output_size": 2}, branch]}], backend=backend)
+        _net(
+            [
+                {"type": "dense", "input_size": 2, "output_size": 3},
+                {"type": "parallel", "branches": [{"type": "dense", "output_size": 2}, branch]},
+            ],
+            backend=backend,
+        )
 
 
 def test_softmax_saved_as_go(backend):
@@ -196,11 +249,14 @@ _DENSE = {"type": "dense", "output_size": 3, "activation": "tanh"}
 @pytest.mark.parametrize("mode", ["concat", "add", "avg", "average", None])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_parallel_modes(mode, batch, backend):
-    layer = {"type": "parallel", "branches": [
-        {"type": "dense", "output_size": 3, "activation": "sigmoid"},
-        {"type": "dense", "output_size": 3, "activation": "relu"},
-        {"type": "dense", "output_size": 3, "activation": "leaky_relu"},
-    ]}
+    layer = {
+        "type": "parallel",
+        "branches": [
+            {"type": "dense", "output_size": 3, "activation": "sigmoid"},
+            {"type": "dense", "output_size": 3, "activation": "relu"},
+            {"type": "dense", "output_size": 3, "activation": "leaky_relu"},
+        ],
+    }
     if mode is not None:
         layer["combine_mode"] = mode
     out = 9 if mode in ("concat", None) else 3
@@ -210,9 +266,12 @@ def test_parallel_modes(mode, batch, backend):
 
 
 def test_parallel_concat_is_whole_vector_as_go(backend):
-    net = _net([{"type": "parallel", "branches": [{"type": "dense", "output_size": 2},
-                                                  {"type": "dense", "output_size": 1}]}],
-               batch_size=2, input_size=2, backend=backend)
+    net = _net(
+        [{"type": "parallel", "branches": [{"type": "dense", "output_size": 2}, {"type": "dense", "output_size": 1}]}],
+        batch_size=2,
+        input_size=2,
+        backend=backend,
+    )
     x = np.array([1.0, 2.0, -1.0, 0.5], np.float32)
     y = loom.to_numpy(net.forward(x))
     b0 = loom.to_numpy(net.layers[0].branches[0].params["kernel"])
@@ -223,8 +282,11 @@ def test_parallel_concat_is_whole_vector_as_go(backend):
 @pytest.mark.parametrize("batch", [1, 2])
 def test_grid_scatter_branch_index_and_empty_cell(batch, backend):
     layer = {
-        "type": "parallel", "combine_mode": "grid_scatter",
-        "grid_output_rows": 2, "grid_output_cols": 2, "grid_output_layers": 1,
+        "type": "parallel",
+        "combine_mode": "grid_scatter",
+        "grid_output_rows": 2,
+        "grid_output_cols": 2,
+        "grid_output_layers": 1,
         "grid_positions": [  # listed out of branch order; cell (0, 1) stays empty
             {"branch_index": 2, "target_row": 1, "target_col": 0, "target_layer": 0},
             {"branch_index": 0, "target_row": 1, "target_col": 1, "target_layer": 0},
@@ -242,29 +304,63 @@ def test_grid_scatter_branch_index_and_empty_cell(batch, backend):
     y = loom.to_numpy(net.forward(x)).reshape(batch, 9)
     branch_out = [loom.to_numpy(net.layers[0].branches[i].params["kernel"]) for i in range(3)]
     assert [b.shape[1] for b in branch_out] == [3, 2, 4]
-    ctx_y = [loom.to_numpy(loom.nn.layers.kind_for("dense").forward(
-        net.layers[0].branches[i], net._as_input(x)[0],
-        loom.nn.layers.ForwardContext(net._backend, net.xp, batch))[0]).reshape(batch, -1) for i in range(3)]
+    ctx_y = [
+        loom.to_numpy(
+            loom.nn.layers.kind_for("dense").forward(
+                net.layers[0].branches[i],
+                net._as_input(x)[0],
+                loom.nn.layers.ForwardContext(net._backend, net.xp, batch),
+            )[0]
+        ).reshape(batch, -1)
+        for i in range(3)
+    ]
     np.testing.assert_allclose(y, np.concatenate([ctx_y[1], ctx_y[2], ctx_y[0]], axis=1), rtol=1e-6)
     saved = json.loads(net.save_model_to_string("m"))["models"][0]["cfg"]["layers"][0]
     assert saved["grid_positions"][0] == {"branch_index": 2, "target_row": 1, "target_col": 0, "target_layer": 0}
 
 
 def test_parallel_nested_three_deep_and_mixed_types(backend):
-    inner = {"type": "parallel", "combine_mode": "avg", "branches": [
-        {"type": "dense", "output_size": 4, "activation": "gelu"},
-        {"type": "rnn", "hidden_size": 2, "seq_length": 2},
-    ]}
-    middle = {"type": "parallel", "combine_mode": "add", "branches": [
-        inner,
-        {"type": "lstm", "hidden_size": 2, "seq_length": 2},
-        {"type": "parallel", "branches": [{"type": "dense", "output_size": 1}, {"type": "dense", "output_size": 3}]},
-    ]}
-    branches = [middle, {"type": "softmax", "softmax_variant": "entmax", "entmax_alpha": 1.3},
-                {"type": "lstm", "hidden_size": 3, "seq_length": 1}]
+    inner = {
+        "type": "parallel",
+        "combine_mode": "avg",
+        "branches": [
+            {"type": "dense", "output_size": 4, "activation": "gelu"},
+            {"type": "rnn", "hidden_size": 2, "seq_length": 2},
+        ],
+    }
+    middle = {
+        "type": "parallel",
+        "combine_mode": "add",
+        "branches": [
+            inner,
+            {"type": "lstm", "hidden_size": 2, "seq_length": 2},
+            {
+                "type": "parallel",
+                "branches": [{"type": "dense", "output_size": 1}, {"type": "dense", "output_size": 3}],
+            },
+        ],
+    }
+    branches = [
+        middle,
+        {"type": "softmax", "softmax_variant": "entmax", "entmax_alpha": 1.3},
+        {"type": "lstm", "hidden_size": 3, "seq_length": 1},
+    ]
     for extra_type, extra in (
-        ("conv2d", {"type": "conv2d", "input_channels": 1, "input_height": 2, "input_width": 3, "kernel_size": 2,
-                    "filters": 2, "stride": 1, "output_height": 1, "output_width": 2, "activation": "tanh"}),
+        (
+            "conv2d",
+            {
+                "type": "conv2d",
+                "input_channels": 1,
+                "input_height": 2,
+                "input_width": 3,
+                "kernel_size": 2,
+                "filters": 2,
+                "stride": 1,
+                "output_height": 1,
+                "output_width": 2,
+                "activation": "tanh",
+            },
+        ),
         ("multi_head_attention", {"type": "mha", "d_model": 6, "num_heads": 2, "seq_length": 1}),
         ("swiglu", {"type": "swiglu", "input_size": 6, "output_size": 4}),
     ):
@@ -275,10 +371,17 @@ def test_parallel_nested_three_deep_and_mixed_types(backend):
 
 
 def test_branches_train_and_take_no_residual(backend):
-    net = _net([{"type": "dense", "input_size": 3, "output_size": 4},
-                {"type": "parallel", "combine_mode": "add", "branches": [
-                    {"type": "parallel", "combine_mode": "avg", "branches": [_DENSE, _DENSE]}, _DENSE]}],
-               backend=backend)
+    net = _net(
+        [
+            {"type": "dense", "input_size": 3, "output_size": 4},
+            {
+                "type": "parallel",
+                "combine_mode": "add",
+                "branches": [{"type": "parallel", "combine_mode": "avg", "branches": [_DENSE, _DENSE]}, _DENSE],
+            },
+        ],
+        backend=backend,
+    )
     before = [loom.to_numpy(c.params["kernel"]).copy() for c in net.iter_all_layers() if c.params]
     net.train([{"Input": [0.1, 0.2, 0.3], "Target": [1.0, 0.0, 0.5]}], {"Epochs": 2, "LearningRate": 0.1})
     after = [loom.to_numpy(c.params["kernel"]) for c in net.iter_all_layers() if c.params]
@@ -288,29 +391,70 @@ def test_branches_train_and_take_no_residual(backend):
 @pytest.mark.parametrize(
     ("layer", "match"),
     [
-        ({"type": "parallel", "combine_mode": "grid_scatter", "grid_output_rows": 2, "grid_output_cols": 1,
-          "grid_output_layers": 1, "branches": [_DENSE, _DENSE],
-          "grid_positions": [{"branch_index": 0, "target_row": 1}, {"branch_index": 1, "target_row": 1}]},
-         r"layers\[0\]\.grid_positions\[1\]: cell \(row 1, col 0, layer 0\) already holds branch 0"),
-        ({"type": "parallel", "combine_mode": "grid_scatter", "grid_output_rows": 2, "grid_output_cols": 1,
-          "grid_output_layers": 1, "branches": [_DENSE, _DENSE],
-          "grid_positions": [{"branch_index": 0}, {"branch_index": 0, "target_row": 1}]},
-         r"layers\[0\]\.grid_positions\[1\]\.branch_index: branch 0 already has a position"),
-        ({"type": "parallel", "combine_mode": "grid_scatter", "grid_output_rows": 1, "grid_output_cols": 1,
-          "grid_output_layers": 1, "branches": [_DENSE, _DENSE],
-          "grid_positions": [{"branch_index": 0}, {"branch_index": 1, "target_row": 1}]},
-         r"layers\[0\]\.grid_positions\[1\]\.target_row: 1 is outside 0\.\.0"),
-        ({"type": "parallel", "combine_mode": "grid_scatter", "grid_output_rows": 2, "grid_output_cols": 1,
-          "grid_output_layers": 1, "branches": [_DENSE, _DENSE], "grid_positions": [{"branch_index": 0}]},
-         r"layers\[0\]\.grid_positions: grid_scatter needs one position per branch: 1 positions for 2"),
-        ({"type": "parallel", "combine_mode": "mean", "branches": [_DENSE]},
-         r"layers\[0\]\.combine_mode: unknown combine mode 'mean'"),
-        ({"type": "parallel", "combine_mode": "add", "branches": [_DENSE, {"type": "dense", "output_size": 2}]},
-         r"layers\[0\]\.branches\[1\]: output size 2 does not match"),
+        (
+            {
+                "type": "parallel",
+                "combine_mode": "grid_scatter",
+                "grid_output_rows": 2,
+                "grid_output_cols": 1,
+                "grid_output_layers": 1,
+                "branches": [_DENSE, _DENSE],
+                "grid_positions": [{"branch_index": 0, "target_row": 1}, {"branch_index": 1, "target_row": 1}],
+            },
+            r"layers\[0\]\.grid_positions\[1\]: cell \(row 1, col 0, layer 0\) already holds branch 0",
+        ),
+        (
+            {
+                "type": "parallel",
+                "combine_mode": "grid_scatter",
+                "grid_output_rows": 2,
+                "grid_output_cols": 1,
+                "grid_output_layers": 1,
+                "branches": [_DENSE, _DENSE],
+                "grid_positions": [{"branch_index": 0}, {"branch_index": 0, "target_row": 1}],
+            },
+            r"layers\[0\]\.grid_positions\[1\]\.branch_index: branch 0 already has a position",
+        ),
+        (
+            {
+                "type": "parallel",
+                "combine_mode": "grid_scatter",
+                "grid_output_rows": 1,
+                "grid_output_cols": 1,
+                "grid_output_layers": 1,
+                "branches": [_DENSE, _DENSE],
+                "grid_positions": [{"branch_index": 0}, {"branch_index": 1, "target_row": 1}],
+            },
+            r"layers\[0\]\.grid_positions\[1\]\.target_row: 1 is outside 0\.\.0",
+        ),
+        (
+            {
+                "type": "parallel",
+                "combine_mode": "grid_scatter",
+                "grid_output_rows": 2,
+                "grid_output_cols": 1,
+                "grid_output_layers": 1,
+                "branches": [_DENSE, _DENSE],
+                "grid_positions": [{"branch_index": 0}],
+            },
+            r"layers\[0\]\.grid_positions: grid_scatter needs one position per branch: 1 positions for 2",
+        ),
+        (
+            {"type": "parallel", "combine_mode": "mean", "branches": [_DENSE]},
+            r"layers\[0\]\.combine_mode: unknown combine mode 'mean'",
+        ),
+        (
+            {"type": "parallel", "combine_mode": "add", "branches": [_DENSE, {"type": "dense", "output_size": 2}]},
+            r"layers\[0\]\.branches\[1\]: output size 2 does not match",
+        ),
         ({"type": "parallel", "branches": []}, r"layers\[0\]\.branches"),
-        ({"type": "parallel", "branches": [_DENSE, {"type": "parallel", "combine_mode": "bogus",
-                                                    "branches": [_DENSE]}]},
-         r"layers\[0\]\.branches\[1\]\.combine_mode"),
+        (
+            {
+                "type": "parallel",
+                "branches": [_DENSE, {"type": "parallel", "combine_mode": "bogus", "branches": [_DENSE]}],
+            },
+            r"layers\[0\]\.branches\[1\]\.combine_mode",
+        ),
     ],
 )
 def test_parallel_config_errors(layer, match, backend):
@@ -319,8 +463,9 @@ def test_parallel_config_errors(layer, match, backend):
 
 
 def test_bad_mode_in_bundle_is_an_error_at_load(backend):
-    net = _net([{"type": "parallel", "combine_mode": "add", "branches": [_DENSE, _DENSE]}], input_size=2,
-               backend=backend)
+    net = _net(
+        [{"type": "parallel", "combine_mode": "add", "branches": [_DENSE, _DENSE]}], input_size=2, backend=backend
+    )
     text = net.save_model_to_string("m").replace('"combine_mode": "add"', '"combine_mode": "sum"')
     with pytest.raises(loom.errors.ModelFormatError, match=r"combine_mode: unknown combine mode 'sum'"):
         loom.load_model_from_string(text, "m", backend=backend)
@@ -334,8 +479,11 @@ def test_wrong_input_length_is_a_shape_error(backend):
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_stateful_gradient_treats_kept_state_as_constant(kind, backend):
-    net = _net([{"type": kind, "input_size": 3, "hidden_size": 4, "seq_length": 3, "stateful": True}],
-               batch_size=2, backend=backend)
+    net = _net(
+        [{"type": kind, "input_size": 3, "hidden_size": 4, "seq_length": 3, "stateful": True}],
+        batch_size=2,
+        backend=backend,
+    )
     xp = net.xp
     layer = net.layers[0]
     layer.params = {k: xp.astype(v, xp.float64) for k, v in layer.params.items()}

@@ -12,16 +12,37 @@ import loom
 from loom.errors import ModelFormatError
 from loom.nn.gojson import dumps, format_float32
 
-CONFIG = {"batch_size": 1, "grid_rows": 1, "grid_cols": 1, "layers_per_cell": 2, "layers": [
-    {"type": "dense", "input_size": 3, "output_size": 2, "activation": "leaky_relu"},
-    {"type": "dense", "input_size": 2, "output_size": 1, "activation": "linear"}]}
+CONFIG = {
+    "batch_size": 1,
+    "grid_rows": 1,
+    "grid_cols": 1,
+    "layers_per_cell": 2,
+    "layers": [
+        {"type": "dense", "input_size": 3, "output_size": 2, "activation": "leaky_relu"},
+        {"type": "dense", "input_size": 2, "output_size": 1, "activation": "linear"},
+    ],
+}
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (0.1, "0.1"), (1.0, "1"), (-2.0, "-2"), (0.0, "0"), (1e-5, "0.00001"), (1e-6, "0.000001"),
-    (1e-7, "1e-7"), (1.5e-8, "1.5e-8"), (-3.2e-7, "-3.2e-7"), (1e21, "1e+21"), (123456.7, "123456.7"),
-    (1.1, "1.1"), (3.4028234663852886e38, "3.4028235e+38"), (1e-10, "1e-10"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.1, "0.1"),
+        (1.0, "1"),
+        (-2.0, "-2"),
+        (0.0, "0"),
+        (1e-5, "0.00001"),
+        (1e-6, "0.000001"),
+        (1e-7, "1e-7"),
+        (1.5e-8, "1.5e-8"),
+        (-3.2e-7, "-3.2e-7"),
+        (1e21, "1e+21"),
+        (123456.7, "123456.7"),
+        (1.1, "1.1"),
+        (3.4028234663852886e38, "3.4028235e+38"),
+        (1e-10, "1e-10"),
+    ],
+)
 def test_go_float32_formatting(value, text):
     assert format_float32(value) == text
     assert np.float32(text) == np.float32(value)
@@ -43,8 +64,14 @@ def test_save_writes_go_layout_and_loads_back(tmp_path, backend):
     assert list(bundle) == ["type", "version", "models"]
     cfg = bundle["models"][0]["cfg"]
     assert list(cfg) == ["id", "batch_size", "grid_rows", "grid_cols", "layers_per_cell", "layers"]
-    assert cfg["layers"][0] == {"type": "dense", "activation": "leaky_relu", "width": 1, "height": 1,
-                                "input_height": 3, "output_height": 2}
+    assert cfg["layers"][0] == {
+        "type": "dense",
+        "activation": "leaky_relu",
+        "width": 1,
+        "height": 1,
+        "input_height": 3,
+        "output_height": 2,
+    }
     assert cfg["layers"][1]["activation"] == "linear"
     blob = json.loads(base64.b64decode(bundle["models"][0]["weights"]["data"]))
     assert blob["type"] == "float32" and list(blob["layers"][0]) == ["biases", "kernel"]
@@ -80,13 +107,21 @@ def _bundle(net, **changes):
     return json.dumps(bundle)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"type": "something/else"}, r"invalid bundle type 'something/else'"),
-    ({"data": "@@not base64@@"}, r"failed to decode weights"),
-    ({"data": base64.b64encode(b'{"type":"float32","layers":[]}').decode()}, r"layer count mismatch: config=2, weights=0"),
-    ({"data": base64.b64encode(b'{"type":"float32","layers":[{"kernel":[1,2],"biases":[0,0]},{}]}').decode()},
-     r"layers\[0\]: weights.kernel: expected 6 values for shape \[3, 2\], got 2"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"type": "something/else"}, r"invalid bundle type 'something/else'"),
+        ({"data": "@@not base64@@"}, r"failed to decode weights"),
+        (
+            {"data": base64.b64encode(b'{"type":"float32","layers":[]}').decode()},
+            r"layer count mismatch: config=2, weights=0",
+        ),
+        (
+            {"data": base64.b64encode(b'{"type":"float32","layers":[{"kernel":[1,2],"biases":[0,0]},{}]}').decode()},
+            r"layers\[0\]: weights.kernel: expected 6 values for shape \[3, 2\], got 2",
+        ),
+    ],
+)
 def test_malformed_bundles_raise_model_format_error(change, message):
     net = loom.create_network_from_json(CONFIG, seed=1)
     with pytest.raises(ModelFormatError, match=message):

@@ -126,8 +126,7 @@ def _cupy_backend() -> Backend:
         import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install raising on import
         raise BackendUnavailableError(
-            f"the 'cupy' backend needs CuPy, which could not be imported ({exc}); "
-            + _GPU_INSTALL_HINT
+            f"the 'cupy' backend needs CuPy, which could not be imported ({exc}); " + _GPU_INSTALL_HINT
         ) from exc
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -173,14 +172,12 @@ def _initial_backend_name() -> str:
     return os.environ.get("LOOM_BACKEND", "numpy") or "numpy"
 
 
-_current: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "loom_backend", default=_initial_backend_name()
-)
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("loom_backend")
 
 
 def current_backend() -> Backend:
     """The :class:`Backend` that new networks and models use by default."""
-    return resolve_backend(_current.get())
+    return resolve_backend(_current.get(None) or _initial_backend_name())
 
 
 def get_backend() -> str:

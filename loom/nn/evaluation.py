@@ -181,7 +181,10 @@ def evaluate_network(net: Any, inputs: Any, expected_outputs: Any) -> DeviationM
     The network's recorded forward state (used by ``backward``) is left untouched.
     """
     inputs = list(inputs) if not hasattr(inputs, "shape") else [inputs[i] for i in range(inputs.shape[0])]
-    expected = [float(v) for v in (to_numpy(expected_outputs).reshape(-1) if hasattr(expected_outputs, "shape") else expected_outputs)]
+    expected = [
+        float(v)
+        for v in (to_numpy(expected_outputs).reshape(-1) if hasattr(expected_outputs, "shape") else expected_outputs)
+    ]
     if len(inputs) != len(expected):
         raise ShapeError(f"mismatched inputs ({len(inputs)}) vs expected outputs ({len(expected)})")
     saved = (net._activations, net._tape)

@@ -57,9 +57,13 @@ class Float32(float):
 
 def _escape_string(text: str) -> str:
     encoded = json.dumps(text, ensure_ascii=False)
-    return encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace(
-        "\u2028", "\\u2028"
-    ).replace("\u2029", "\\u2029")
+    return (
+        encoded.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _scalar(value: Any) -> str:
@@ -85,7 +89,10 @@ def dumps(value: Any, indent: str | None = None, _level: int = 0) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = [f"{_escape_string(str(k))}:{' ' if indent is not None else ''}{dumps(v, indent, _level + 1)}" for k, v in value.items()]
+        items = [
+            f"{_escape_string(str(k))}:{' ' if indent is not None else ''}{dumps(v, indent, _level + 1)}"
+            for k, v in value.items()
+        ]
         return _join("{", "}", items, indent, _level)
     if isinstance(value, list | tuple):
         if not value:

@@ -47,9 +47,7 @@ class IntrospectionMixin:
         func = self._public_methods()[name]
         sig = inspect.signature(func)
         params = [
-            {"name": p.name, "type": _type_name(p.annotation)}
-            for p in sig.parameters.values()
-            if p.name != "self"
+            {"name": p.name, "type": _type_name(p.annotation)} for p in sig.parameters.values() if p.name != "self"
         ]
         ret = sig.return_annotation
         returns = [] if ret in (None, "None") else [_type_name(ret)]

@@ -78,8 +78,7 @@ class Network(IntrospectionMixin):
             layers = [LayerConfig(type="dense") for _ in range(total)]
         if len(layers) != total:
             raise ConfigError(
-                f"layers: expected {total} layers (grid {grid_rows}x{grid_cols}x{layers_per_cell}), "
-                f"got {len(layers)}"
+                f"layers: expected {total} layers (grid {grid_rows}x{grid_cols}x{layers_per_cell}), got {len(layers)}"
             )
         self.layers: list[LayerConfig] = list(layers)
         assign_paths(self.layers)
@@ -197,7 +196,9 @@ class Network(IntrospectionMixin):
     def _as_input(self, x: Any) -> tuple[Any, int, bool]:
         """Flat backend vector, batch size, and whether the caller passed 2-D."""
         backend = self._backend
-        if not (hasattr(x, "shape") and type(x).__module__.split(".")[0] == backend.name and x.dtype == backend.float_dtype):
+        if not (
+            hasattr(x, "shape") and type(x).__module__.split(".")[0] == backend.name and x.dtype == backend.float_dtype
+        ):
             try:
                 x = backend.asarray(x)
             except (TypeError, ValueError) as exc:
@@ -428,7 +429,9 @@ class Network(IntrospectionMixin):
         return self.kernel_gradients()
 
 
-def create_network_from_json(config: str | bytes | dict[str, Any], *, backend: str | Backend | None = None, seed: int | None = None) -> Network:
+def create_network_from_json(
+    config: str | bytes | dict[str, Any], *, backend: str | Backend | None = None, seed: int | None = None
+) -> Network:
     """Build a :class:`Network` from a LOOM JSON config and initialise its weights.
 
     Parameters
@@ -461,15 +464,26 @@ def create_network_from_json(config: str | bytes | dict[str, Any], *, backend: s
 
 
 def new_network(
-    input_size: int, grid_rows: int, grid_cols: int, layers_per_cell: int, *, batch_size: int = 1,
+    input_size: int,
+    grid_rows: int,
+    grid_cols: int,
+    layers_per_cell: int,
+    *,
+    batch_size: int = 1,
     backend: str | Backend | None = None,
 ) -> Network:
     """An empty grid network (size-less Dense placeholders); fill it with ``set_layer``."""
     return Network(grid_rows, grid_cols, layers_per_cell, batch_size=batch_size, input_size=input_size, backend=backend)
 
 
-def network_from_layers(layers: list[LayerConfig], *, batch_size: int = 1, input_size: int | None = None,
-                        backend: str | Backend | None = None, seed: int | None = None) -> Network:
+def network_from_layers(
+    layers: list[LayerConfig],
+    *,
+    batch_size: int = 1,
+    input_size: int | None = None,
+    backend: str | Backend | None = None,
+    seed: int | None = None,
+) -> Network:
     """A 1 x 1 x N network from layer configs (sizes inferred, weights initialised)."""
     assign_paths(layers)
     infer_sizes(layers, input_size)

@@ -62,26 +62,49 @@ def _finish(cfg: LayerConfig, params: dict[str, np.ndarray]) -> LayerConfig:
 def init_dense_layer(input_size: int, output_size: int, activation: Any = 0, *, seed: int | None = None) -> LayerConfig:
     """Dense layer with He-normal kernel (std ``sqrt(2 / input_size)``) and zero biases."""
     rng = np.random.default_rng(seed) if seed is not None else None
-    cfg = LayerConfig(type="dense", activation=_activation(activation), input_size=int(input_size), output_size=int(output_size))
-    return _finish(cfg, {
-        "kernel": _normal((cfg.input_size, cfg.output_size), math.sqrt(2.0 / cfg.input_size), rng),
-        "biases": _zeros((cfg.output_size,)),
-    })
+    cfg = LayerConfig(
+        type="dense", activation=_activation(activation), input_size=int(input_size), output_size=int(output_size)
+    )
+    return _finish(
+        cfg,
+        {
+            "kernel": _normal((cfg.input_size, cfg.output_size), math.sqrt(2.0 / cfg.input_size), rng),
+            "biases": _zeros((cfg.output_size,)),
+        },
+    )
 
 
 def init_conv2d_layer(
-    input_height: int, input_width: int, input_channels: int, kernel_size: int, stride: int,
-    padding: int, filters: int, activation: Any = 0, *, seed: int | None = None,
+    input_height: int,
+    input_width: int,
+    input_channels: int,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    filters: int,
+    activation: Any = 0,
+    *,
+    seed: int | None = None,
 ) -> LayerConfig:
     """Conv2D layer; output size ``(in + 2 p - k) / s + 1``; He-normal kernel, zero bias."""
     rng = np.random.default_rng(seed) if seed is not None else None
-    h, w, c, k, s, p, f = (int(v) for v in (input_height, input_width, input_channels, kernel_size, stride, padding, filters))
+    h, w, c, k, s, p, f = (
+        int(v) for v in (input_height, input_width, input_channels, kernel_size, stride, padding, filters)
+    )
     if s <= 0:
         raise ConfigError(f"stride: expected a positive integer, got {s}")
     cfg = LayerConfig(
-        type="conv2d", activation=_activation(activation), input_height=h, input_width=w, input_channels=c,
-        kernel_size=k, stride=s, padding=p, filters=f,
-        output_height=(h + 2 * p - k) // s + 1, output_width=(w + 2 * p - k) // s + 1,
+        type="conv2d",
+        activation=_activation(activation),
+        input_height=h,
+        input_width=w,
+        input_channels=c,
+        kernel_size=k,
+        stride=s,
+        padding=p,
+        filters=f,
+        output_height=(h + 2 * p - k) // s + 1,
+        output_width=(w + 2 * p - k) // s + 1,
     )
     return _finish(cfg, {"kernel": _normal((f, c, k, k), math.sqrt(2.0 / (c * k * k)), rng), "conv_bias": _zeros((f,))})
 
@@ -102,8 +125,14 @@ def init_multi_head_attention_layer(
         d, h = int(d_model), int(num_heads)
         if h <= 0 or d % h:
             raise ConfigError(f"num_heads: must be positive and divide d_model={d}, got {h}")
-        cfg = LayerConfig(type="multi_head_attention", d_model=d, num_heads=h, head_dim=d // h,
-                          num_kv_heads=int(num_kv_heads), seq_length=int(seq_length))
+        cfg = LayerConfig(
+            type="multi_head_attention",
+            d_model=d,
+            num_heads=h,
+            head_dim=d // h,
+            num_kv_heads=int(num_kv_heads),
+            seq_length=int(seq_length),
+        )
     shapes = kind_for(cfg.type).param_shapes(cfg)
     params = {}
     for name, shape in shapes.items():
@@ -114,19 +143,26 @@ def init_multi_head_attention_layer(
     return _finish(cfg, params)
 
 
-def init_rnn_layer(input_size: int, hidden_size: int, batch_size: int = 1, seq_length: int = 1, *, seed: int | None = None) -> LayerConfig:
+def init_rnn_layer(
+    input_size: int, hidden_size: int, batch_size: int = 1, seq_length: int = 1, *, seed: int | None = None
+) -> LayerConfig:
     """RNN (tanh) with Xavier-normal weights and zero bias (``batch_size`` is unused, as in LOOM)."""
     rng = np.random.default_rng(seed) if seed is not None else None
     i, h = int(input_size), int(hidden_size)
     cfg = LayerConfig(type="rnn", activation=Activation.TANH, input_size=i, hidden_size=h, seq_length=int(seq_length))
-    return _finish(cfg, {
-        "weight_ih": _normal((h, i), math.sqrt(2.0 / (i + h)), rng),
-        "weight_hh": _normal((h, h), math.sqrt(2.0 / (2 * h)), rng),
-        "bias_h": _zeros((h,)),
-    })
+    return _finish(
+        cfg,
+        {
+            "weight_ih": _normal((h, i), math.sqrt(2.0 / (i + h)), rng),
+            "weight_hh": _normal((h, h), math.sqrt(2.0 / (2 * h)), rng),
+            "bias_h": _zeros((h,)),
+        },
+    )
 
 
-def init_lstm_layer(input_size: int, hidden_size: int, batch_size: int = 1, seq_length: int = 1, *, seed: int | None = None) -> LayerConfig:
+def init_lstm_layer(
+    input_size: int, hidden_size: int, batch_size: int = 1, seq_length: int = 1, *, seed: int | None = None
+) -> LayerConfig:
     """LSTM with Xavier-normal weights, zero biases and forget-gate bias 1 (LOOM's registry init)."""
     rng = np.random.default_rng(seed) if seed is not None else None
     i, h = int(input_size), int(hidden_size)
@@ -168,21 +204,39 @@ def init_swiglu_layer(hidden_size: int, intermediate_size: int, *, seed: int | N
     dh, di = int(hidden_size), int(intermediate_size)
     cfg = LayerConfig(type="swiglu", input_size=dh, output_size=di)
     std = math.sqrt(2.0 / (dh + di))
-    return _finish(cfg, {
-        "gate_weights": _normal((dh, di), std, rng), "up_weights": _normal((dh, di), std, rng),
-        "down_weights": _normal((di, dh), std, rng), "gate_bias": _zeros((di,)), "up_bias": _zeros((di,)),
-        "down_bias": _zeros((dh,)),
-    })
+    return _finish(
+        cfg,
+        {
+            "gate_weights": _normal((dh, di), std, rng),
+            "up_weights": _normal((dh, di), std, rng),
+            "down_weights": _normal((di, dh), std, rng),
+            "gate_bias": _zeros((di,)),
+            "up_bias": _zeros((di,)),
+            "down_bias": _zeros((dh,)),
+        },
+    )
 
 
-def init_parallel_layer(branches: list[LayerConfig], combine_mode: str = "concat", *,
-                        grid_output_rows: int = 0, grid_output_cols: int = 0, grid_output_layers: int = 0,
-                        grid_positions: list[Any] | None = None) -> LayerConfig:
+def init_parallel_layer(
+    branches: list[LayerConfig],
+    combine_mode: str = "concat",
+    *,
+    grid_output_rows: int = 0,
+    grid_output_cols: int = 0,
+    grid_output_layers: int = 0,
+    grid_positions: list[Any] | None = None,
+) -> LayerConfig:
     """Parallel layer from branch configs (combine: concat, add, avg, grid_scatter)."""
     positions = [p if isinstance(p, GridPosition) else GridPosition(**p) for p in (grid_positions or [])]
-    return LayerConfig(type="parallel", branches=list(branches), combine_mode=combine_mode,
-                       grid_output_rows=grid_output_rows, grid_output_cols=grid_output_cols,
-                       grid_output_layers=grid_output_layers, grid_positions=positions)
+    return LayerConfig(
+        type="parallel",
+        branches=list(branches),
+        combine_mode=combine_mode,
+        grid_output_rows=grid_output_rows,
+        grid_output_cols=grid_output_cols,
+        grid_output_layers=grid_output_layers,
+        grid_positions=positions,
+    )
 
 
 #: LOOM registry name -> (function, declared argument types).
@@ -201,7 +255,9 @@ _REGISTRY: dict[str, Callable[..., LayerConfig]] = {
 
 
 def _positional(func: Callable[..., Any]) -> list[inspect.Parameter]:
-    return [p for p in inspect.signature(func).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p for p in inspect.signature(func).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def list_layer_init_functions() -> list[dict[str, Any]]:
@@ -209,13 +265,15 @@ def list_layer_init_functions() -> list[dict[str, Any]]:
     out = []
     for name in sorted(_REGISTRY):
         params = _positional(_REGISTRY[name])
-        out.append({
-            "name": name,
-            "signature": f"{name}{inspect.signature(_REGISTRY[name])}",
-            "num_args": len(params),
-            "arg_names": [p.name for p in params],
-            "arg_types": [str(p.annotation) for p in params],
-        })
+        out.append(
+            {
+                "name": name,
+                "signature": f"{name}{inspect.signature(_REGISTRY[name])}",
+                "num_args": len(params),
+                "arg_names": [p.name for p in params],
+                "arg_types": [str(p.annotation) for p in params],
+            }
+        )
     return out
 
 

@@ -65,7 +65,12 @@ class TrainingConfig:
         self.loss_type = normalize_loss_type(self.loss_type, "loss_type")
         for name in ("epochs", "print_every_batch", "evaluate_every_n"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not float(value).is_integer():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value < 0
+                or not float(value).is_integer()
+            ):
                 raise ConfigError(f"{name}: expected a non-negative integer, got {value!r}")
             setattr(self, name, int(value))
         for name in ("learning_rate", "gradient_clip"):
@@ -148,7 +153,7 @@ class TrainingResult:
         return {
             "FinalLoss": self.final_loss,
             "BestLoss": self.best_loss,
-            "TotalTime": int(round(self.total_time * 1e9)),
+            "TotalTime": round(self.total_time * 1e9),
             "AvgThroughput": self.avg_throughput,
             "LossHistory": list(self.loss_history),
             "EvalMetrics": None if self.eval_metrics is None else self.eval_metrics.to_dict(),
@@ -157,7 +162,7 @@ class TrainingResult:
 
 def go_duration(seconds: float) -> str:
     """Go's ``time.Duration.String()`` text (``13.638µs``, ``1.5s``)."""
-    ns = int(round(seconds * 1e9))
+    ns = round(seconds * 1e9)
     if ns < 1000:
         return f"{ns}ns"
     for unit, scale in (("µs", 1e3), ("ms", 1e6)):
@@ -309,8 +314,11 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
     cfg = _coerce_config(config)
     if cfg.use_gpu and net.backend != "cupy":
         net.to_backend(resolve_backend("cupy"))
-    elif not cfg.use_gpu and isinstance(config, Mapping) and net.backend != "numpy" and any(
-        str(k).lower() in ("usegpu", "use_gpu") for k in config
+    elif (
+        not cfg.use_gpu
+        and isinstance(config, Mapping)
+        and net.backend != "numpy"
+        and any(str(k).lower() in ("usegpu", "use_gpu") for k in config)
     ):
         net.to_backend("numpy")
     data = _prepare_batches(net, batches)
@@ -363,7 +371,8 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
                 elapsed = time.perf_counter() - epoch_start
                 out.write(
                     f"\rEpoch {epoch + 1}/{cfg.epochs} - Avg Loss: {avg:.6f} (Best: {result.best_loss:.6f}) - "
-                    f"Time: {go_duration(elapsed)} - Throughput: {samples_per_epoch / max(elapsed, 1e-12):.0f} samples/sec\n"
+                    f"Time: {go_duration(elapsed)} - "
+                    f"Throughput: {samples_per_epoch / max(elapsed, 1e-12):.0f} samples/sec\n"
                 )
                 if (epoch + 1) % 5 == 0:
                     _print_gradient_stats(net, out)
@@ -396,7 +405,8 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
     if cfg.verbose:
         out.write(
             f"\n✓ Training Complete!\nFinal Loss: {result.final_loss:.6f}\nBest Loss: {result.best_loss:.6f}\n"
-            f"Total Time: {go_duration(result.total_time)}\nAverage Throughput: {result.avg_throughput:.0f} samples/sec\n\n"
+            f"Total Time: {go_duration(result.total_time)}\n"
+            f"Average Throughput: {result.avg_throughput:.0f} samples/sec\n\n"
         )
         out.flush()
     return result

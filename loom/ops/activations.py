@@ -115,8 +115,7 @@ def activation_from_name(name: Any, path: str = "activation") -> Activation:
     hint = difflib.get_close_matches(key, list(ACTIVATION_NAMES), n=1)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise ConfigError(
-        f"{path}: unknown activation {name!r}{did_you_mean}; accepted: "
-        + ", ".join(sorted(ACTIVATION_NAMES))
+        f"{path}: unknown activation {name!r}{did_you_mean}; accepted: " + ", ".join(sorted(ACTIVATION_NAMES))
     )
 
 
@@ -188,8 +187,7 @@ _DERIVATIVE: dict[int, _Fn] = {
     6: lambda x, xp: 0.5 * (1.0 + erf(x * _SQRT_HALF, xp)) + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x),
     7: lambda x, xp: _sigmoid(x, xp) * (1.0 + x * (1.0 - _sigmoid(x, xp))),
     8: lambda x, xp: xp.where(x > 0, _zero_like(x) + 1.0, xp.exp(xp.minimum(x, 0.0))),
-    9: lambda x, xp: _SELU_SCALE
-    * xp.where(x > 0, _zero_like(x) + 1.0, _SELU_ALPHA * xp.exp(xp.minimum(x, 0.0))),
+    9: lambda x, xp: _SELU_SCALE * xp.where(x > 0, _zero_like(x) + 1.0, _SELU_ALPHA * xp.exp(xp.minimum(x, 0.0))),
     10: _mish_derivative,
     11: lambda x, xp: _inside(x, -3.0, 3.0, 1.0 / 6.0, xp),
     12: lambda x, xp: _inside(x, -1.0, 1.0, 1.0, xp),

@@ -106,8 +106,20 @@ class AttentionCache:
 
 
 def mha_forward(
-    x: Any, wq: Any, bq: Any, wk: Any, bk: Any, wv: Any, bv: Any, wo: Any, bo: Any,
-    num_heads: int, num_kv_heads: int, causal: bool, rope_theta: float, xp: Any,
+    x: Any,
+    wq: Any,
+    bq: Any,
+    wk: Any,
+    bk: Any,
+    wv: Any,
+    bv: Any,
+    wo: Any,
+    bo: Any,
+    num_heads: int,
+    num_kv_heads: int,
+    causal: bool,
+    rope_theta: float,
+    xp: Any,
 ) -> tuple[Any, AttentionCache]:
     """Forward pass of LOOM multi-head attention.
 

@@ -65,8 +65,14 @@ def im2col(x: Any, kernel: int, stride: int, padding: int, out_h: int, out_w: in
 
 
 def col2im(
-    cols: Any, shape: tuple[int, int, int, int], kernel: int, stride: int, padding: int,
-    out_h: int, out_w: int, xp: Any,
+    cols: Any,
+    shape: tuple[int, int, int, int],
+    kernel: int,
+    stride: int,
+    padding: int,
+    out_h: int,
+    out_w: int,
+    xp: Any,
 ) -> Any:
     """Adjoint of :func:`im2col`: sum column values back onto the input positions.
 
@@ -133,8 +139,16 @@ def conv2d_forward(
 
 
 def conv2d_backward(
-    grad_y: Any, pre: Any, cols: Any, kernel: Any, x_shape: tuple[int, int, int, int],
-    stride: int, padding: int, act: int, xp: Any, y: Any = None,
+    grad_y: Any,
+    pre: Any,
+    cols: Any,
+    kernel: Any,
+    x_shape: tuple[int, int, int, int],
+    stride: int,
+    padding: int,
+    act: int,
+    xp: Any,
+    y: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Backward pass of :func:`conv2d_forward` (exact).
 

@@ -56,10 +56,8 @@ def dense_backward(
     if y is None and act in (1, 2):
         y = activate(pre, act, xp)
     grad_pre = activation_backward(grad_y, pre, y, act, xp)
-    if x.shape[0] == 1:  # an outer product: broadcasting beats a K=1 BLAS gemm by ~10x
-        grad_kernel = x.T * grad_pre  # [in, 1] * [1, out] -> [in, out]
-    else:
-        grad_kernel = x.T @ grad_pre  # [in, batch] @ [batch, out] -> [in, out]
+    # batch 1 is an outer product: broadcasting beats a K=1 BLAS gemm by ~10x
+    grad_kernel = x.T * grad_pre if x.shape[0] == 1 else x.T @ grad_pre  # [in, batch] @ [batch, out] -> [in, out]
     grad_bias = grad_pre[0] if grad_pre.shape[0] == 1 else xp.sum(grad_pre, axis=0)
     grad_x = grad_pre @ kernel.T  # [batch, out] @ [out, in] -> [batch, in]
     return grad_x, grad_kernel, grad_bias

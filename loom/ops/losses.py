@@ -28,7 +28,13 @@ __all__ = [
 ]
 
 LOSS_TYPES = ("mse", "cross_entropy")
-_LOSS_ALIASES = {"": "mse", "mse": "mse", "cross_entropy": "cross_entropy", "crossentropy": "cross_entropy", "ce": "cross_entropy"}
+_LOSS_ALIASES = {
+    "": "mse",
+    "mse": "mse",
+    "cross_entropy": "cross_entropy",
+    "crossentropy": "cross_entropy",
+    "ce": "cross_entropy",
+}
 _CE_EPS = 1e-7
 
 

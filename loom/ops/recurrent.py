@@ -62,9 +62,7 @@ def rnn_forward(x: Any, w_ih: Any, w_hh: Any, bias: Any, h0: Any, xp: Any) -> An
     return xp.stack(states, axis=1)
 
 
-def rnn_backward(
-    grad_hs: Any, x: Any, hs: Any, h0: Any, w_ih: Any, w_hh: Any, xp: Any
-) -> tuple[Any, Any, Any, Any]:
+def rnn_backward(grad_hs: Any, x: Any, hs: Any, h0: Any, w_ih: Any, w_hh: Any, xp: Any) -> tuple[Any, Any, Any, Any]:
     """Exact BPTT for :func:`rnn_forward`.
 
     Parameters

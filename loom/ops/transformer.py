@@ -158,9 +158,7 @@ def softmax(x: Array, xp: Any, axis: int = -1) -> Array:
     return e
 
 
-def rope_tables(
-    inv_freq: np.ndarray, num_positions: int, scaling: float, xp: Any
-) -> tuple[Array, Array]:
+def rope_tables(inv_freq: np.ndarray, num_positions: int, scaling: float, xp: Any) -> tuple[Array, Array]:
     """Cos/sin tables of rotary embeddings for positions ``0 .. num_positions-1``.
 
     The tables are laid out for :func:`rope_apply`: ``cos`` repeats the cosines
@@ -219,7 +217,12 @@ def rope_apply(x: Array, cos: Array, sin: Array, xp: Any) -> Array:
 
 
 def causal_attention(
-    q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any,
+    q: Array,
+    keys: Array,
+    values: Array,
+    start: int,
+    scale: float,
+    xp: Any,
     block: int = 64,
 ) -> Array:
     """Causal grouped-query attention of ``T`` new queries over ``S = start + T`` keys.
@@ -260,13 +263,11 @@ def causal_attention(
     for b0 in range(0, t, block):
         b1 = min(t, b0 + block)
         visible = start + b1  # keys this block can attend to
-        outs.append(_attention_block(q[b0:b1], keys[:, :visible], values[:, :visible],
-                                     start + b0, scale, xp))
+        outs.append(_attention_block(q[b0:b1], keys[:, :visible], values[:, :visible], start + b0, scale, xp))
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)  # [T, H*hd]
 
 
-def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: float,
-                     xp: Any) -> Array:
+def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any) -> Array:
     """Masked attention of ``[T, H, hd]`` queries at ``start..`` over ``[Hk, start+T, hd]``."""
     t, h, hd = q.shape
     hk, s, _ = keys.shape

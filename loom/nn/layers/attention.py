@@ -105,8 +105,14 @@ class MultiHeadAttentionKind(LayerKind):
     def param_shapes(self, cfg: LayerConfig) -> dict[str, tuple[int, ...]]:
         d, kv = cfg.d_model, _kv_columns(cfg)
         return {
-            "q_weights": (d, d), "k_weights": (d, kv), "v_weights": (d, kv), "output_weight": (d, d),
-            "q_bias": (d,), "k_bias": (kv,), "v_bias": (kv,), "output_bias": (d,),
+            "q_weights": (d, d),
+            "k_weights": (d, kv),
+            "v_weights": (d, kv),
+            "output_weight": (d, d),
+            "q_bias": (d,),
+            "k_bias": (kv,),
+            "v_bias": (kv,),
+            "output_bias": (d,),
         }
 
     def init_params(self, cfg: LayerConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -147,8 +153,20 @@ class MultiHeadAttentionKind(LayerKind):
         seq = n // (batch * d)
         wq, bq, wk, bk, wv, bv, wo, bo = self._used_weights(cfg)
         y, cache = mha_forward(
-            x.reshape(batch, seq, d), wq, bq, wk, bk, wv, bv, wo, bo,
-            cfg.num_heads, _kv_heads(cfg), cfg.causal, cfg.rope_theta, xp,
+            x.reshape(batch, seq, d),
+            wq,
+            bq,
+            wk,
+            bk,
+            wv,
+            bv,
+            wo,
+            bo,
+            cfg.num_heads,
+            _kv_heads(cfg),
+            cfg.causal,
+            cfg.rope_theta,
+            xp,
         )  # [B, S, d] -> [B, S, d]
 
         def backprop(grad_y: Any) -> Any:

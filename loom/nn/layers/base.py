@@ -61,9 +61,7 @@ def add_grad(cfg: LayerConfig, name: str, grad: Any) -> None:
 def check_length(cfg: LayerConfig, x: Any, expected: int, what: str) -> None:
     """Raise ``ShapeError`` unless the flat input ``x`` has ``expected`` values."""
     if x.shape[0] != expected:
-        raise ShapeError(
-            f"{cfg.path} ({cfg.type}): expected {expected} input values ({what}), got {x.shape[0]}"
-        )
+        raise ShapeError(f"{cfg.path} ({cfg.type}): expected {expected} input values ({what}), got {x.shape[0]}")
 
 
 class LayerKind:

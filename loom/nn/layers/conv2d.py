@@ -17,8 +17,15 @@ from loom.nn.layers.base import ForwardContext, LayerKind, add_grad, check_lengt
 from loom.ops.conv2d import conv2d_backward, conv2d_forward, conv2d_output_size
 
 _GEOMETRY = (
-    "input_channels", "filters", "kernel_size", "stride", "padding",
-    "input_height", "input_width", "output_height", "output_width",
+    "input_channels",
+    "filters",
+    "kernel_size",
+    "stride",
+    "padding",
+    "input_height",
+    "input_width",
+    "output_height",
+    "output_width",
 )
 _REQUIRED = ("input_channels", "input_height", "input_width", "kernel_size", "filters")
 
@@ -74,14 +81,23 @@ class Conv2DKind(LayerKind):
         batch, xp = ctx.batch_size, ctx.xp
         shape = (batch, cfg.input_channels, cfg.input_height, cfg.input_width)
         check_length(
-            cfg, x, batch * shape[1] * shape[2] * shape[3],
+            cfg,
+            x,
+            batch * shape[1] * shape[2] * shape[3],
             f"batch {batch} x channels {shape[1]} x {shape[2]} x {shape[3]}",
         )
         kernel, act = cfg.params["kernel"], cfg.activation
         stride, padding = cfg.stride, cfg.padding
         y, pre, cols = conv2d_forward(
-            x.reshape(shape), kernel, cfg.params["conv_bias"], stride, padding,
-            cfg.output_height, cfg.output_width, act, xp,
+            x.reshape(shape),
+            kernel,
+            cfg.params["conv_bias"],
+            stride,
+            padding,
+            cfg.output_height,
+            cfg.output_width,
+            act,
+            xp,
         )  # [B, C, H, W] -> [B, F, oH, oW]
 
         def backprop(grad_y: Any) -> Any:

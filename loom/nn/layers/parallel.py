@@ -183,9 +183,7 @@ class ParallelKind(LayerKind):
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {
             "combine_mode": cfg.combine_mode,
-            "grid_positions": [
-                {key: int(getattr(pos, key)) for key in _POSITION_KEYS} for pos in cfg.grid_positions
-            ],
+            "grid_positions": [{key: int(getattr(pos, key)) for key in _POSITION_KEYS} for pos in cfg.grid_positions],
             "grid_output_rows": cfg.grid_output_rows,
             "grid_output_cols": cfg.grid_output_cols,
             "grid_output_layers": cfg.grid_output_layers,
@@ -194,7 +192,10 @@ class ParallelKind(LayerKind):
     # ----- math ----------------------------------------------------------------
     def _cell_order(self, cfg: LayerConfig) -> list[int]:
         key = (
-            cfg.grid_output_rows, cfg.grid_output_cols, cfg.grid_output_layers, len(cfg.branches),
+            cfg.grid_output_rows,
+            cfg.grid_output_cols,
+            cfg.grid_output_layers,
+            len(cfg.branches),
             tuple((p.branch_index, p.target_row, p.target_col, p.target_layer) for p in cfg.grid_positions),
         )
         cached = cfg.state.get("_grid_order")

@@ -169,6 +169,7 @@ def fuse_lstm_weights(weights: dict[str, np.ndarray], n_in: int, hidden: int) ->
 
     Returns ``kernel_ih [I, 4H]``, ``kernel_hh [H, 4H]``, ``bias [4H]`` (gate blocks i, f, g, o).
     """
+
     def block(name: str, cols: int) -> np.ndarray:
         return np.asarray(weights[name], dtype=np.float32).reshape(hidden, cols).T
 
@@ -225,8 +226,11 @@ class LSTMKind(_RecurrentKind):
     def import_weights(self, cfg: LayerConfig, weights: dict[str, Any], path: str) -> dict[str, np.ndarray]:
         n_in, hidden = cfg.input_size, cfg.hidden_size
         for gate in LSTM_GATES:
-            for name, size in ((f"weight_i{gate}", hidden * n_in), (f"weight_h{gate}", hidden * hidden),
-                               (f"bias_{gate}", hidden)):
+            for name, size in (
+                (f"weight_i{gate}", hidden * n_in),
+                (f"weight_h{gate}", hidden * hidden),
+                (f"bias_{gate}", hidden),
+            ):
                 values = weights.get(name)
                 if values is None:
                     raise ModelFormatError(f"{path}: weights: missing array {name!r} for an lstm layer")

@@ -96,8 +96,7 @@ class SoftmaxKind(LayerKind):
             variant = "standard"
         if not isinstance(variant, str) or variant.lower() not in SOFTMAX_VARIANTS:
             raise ConfigError(
-                f"{path}.softmax_variant: unknown softmax variant {variant!r}; accepted: "
-                + ", ".join(SOFTMAX_VARIANTS)
+                f"{path}.softmax_variant: unknown softmax variant {variant!r}; accepted: " + ", ".join(SOFTMAX_VARIANTS)
             )
         cfg.softmax_variant = SOFTMAX_VARIANTS[variant.lower()]
         cfg.softmax_rows = spec_int(spec, "softmax_rows", path)
@@ -168,9 +167,13 @@ class SoftmaxKind(LayerKind):
         """Validate ``length`` against the variant's sizes; returns how many copies (1 or ``batch``)."""
         grid = self._grid_shape(cfg)
         if grid is not None:
-            size, what = grid[0] * grid[1], (
-                f"softmax_rows x softmax_cols = {grid[0]} x {grid[1]}" if cfg.softmax_variant == "grid"
-                else f"the product of hierarchy_levels {cfg.hierarchy_levels}"
+            size, what = (
+                grid[0] * grid[1],
+                (
+                    f"softmax_rows x softmax_cols = {grid[0]} x {grid[1]}"
+                    if cfg.softmax_variant == "grid"
+                    else f"the product of hierarchy_levels {cfg.hierarchy_levels}"
+                ),
             )
             field = "softmax_rows" if cfg.softmax_variant == "grid" else "hierarchy_levels"
         elif cfg.softmax_variant == "masked" and cfg.mask:

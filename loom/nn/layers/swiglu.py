@@ -51,8 +51,12 @@ class SwiGLUKind(LayerKind):
     def param_shapes(self, cfg: LayerConfig) -> dict[str, tuple[int, ...]]:
         hidden, inter = cfg.input_size, cfg.output_size
         return {
-            "gate_weights": (hidden, inter), "up_weights": (hidden, inter), "down_weights": (inter, hidden),
-            "gate_bias": (inter,), "up_bias": (inter,), "down_bias": (hidden,),
+            "gate_weights": (hidden, inter),
+            "up_weights": (hidden, inter),
+            "down_weights": (inter, hidden),
+            "gate_bias": (inter,),
+            "up_bias": (inter,),
+            "down_bias": (hidden,),
         }
 
     def init_params(self, cfg: LayerConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
