@@ -23,13 +23,15 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from loom.backend import resolve_backend
-from loom.llm.config import TransformerConfig
+from loom.llm.config import TransformerConfig, load_config_file
 from loom.llm.loader import default_model_path, transformer_from_tensors
+from loom.llm.weights import open_safetensors_dir
 
 SMOLLM2_135M = {
     "architectures": ["LlamaForCausalLM"],
@@ -79,14 +81,21 @@ def random_smollm2(seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]
     return dict(c), tensors
 
 
-def embedded_smollm2() -> tuple[dict[str, Any], dict[str, np.ndarray], list[int]]:
-    """Config, float32 tensors and a tokenizer-encoded prompt of the embedded GGUF."""
-    from loom.llm.gguf_file import load_gguf
+def model_weights(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], list[int]]:
+    """Config, float32 tensors and an encoded prompt of a ``.gguf`` file or a model folder."""
+    from loom.llm.tokenizer import load_tokenizer
 
-    model = load_gguf(default_model_path())
-    prompt = model.tokenizer.encode("Once upon a time, in a small village,",
-                                    add_special_tokens=False)
-    return dict(model.config), dict(model.tensors), list(prompt)
+    if path.suffix.lower() == ".gguf":
+        from loom.llm.gguf_file import load_gguf
+
+        model = load_gguf(path)
+        config, tensors, tokenizer = dict(model.config), dict(model.tensors), model.tokenizer
+    else:
+        config = load_config_file(path / "config.json")
+        tensors = {name: np.array(t) for name, t in open_safetensors_dir(path).items()}
+        tokenizer = load_tokenizer(path)
+    prompt = tokenizer.encode("Once upon a time, in a small village,", add_special_tokens=False)
+    return config, tensors, list(prompt)
 
 
 def best(times: list[float]) -> float:
@@ -184,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--random-weights", action="store_true",
                         help="seeded random SmolLM2-135M-shaped weights instead of the GGUF")
+    parser.add_argument("--model", default=None,
+                        help="a .gguf file or model folder (default: the embedded SmolLM2 GGUF)")
     parser.add_argument("--skip-hf", action="store_true", help="do not run transformers")
     parser.add_argument("--hf-device", default="cpu",
                         help="torch device for transformers: cpu (default) or cuda")
@@ -198,14 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         short = [1, 9690, 2115, 253, 655, 28, 281, 253]
         source = "random SmolLM2-135M-shaped weights (seed 0)"
     else:
-        config_dict, tensors, short = embedded_smollm2()
-        source = f"{default_model_path().name} dequantized to float32"
+        path = Path(args.model) if args.model else default_model_path()
+        config_dict, tensors, short = model_weights(path)
+        source = f"{path.name} as float32"
     long = (np.random.default_rng(1).integers(3, config_dict["vocab_size"],
                                              args.prefill_tokens)).tolist()
     config = TransformerConfig.from_dict(config_dict)
     model = transformer_from_tensors(config, tensors, backend=backend)
     nbytes = model.weights.nbytes
-    print(f"model: SmolLM2-135M, {source}; float32 weights {nbytes / 1e6:.0f} MB; "
+    print(f"model: {config_dict.get('model_type', '?')}, {config.num_layers} layers, {source}; "
+          f"float32 weights {nbytes / 1e6:.0f} MB; "
           f"prompt {len(short)} tokens, {args.new_tokens} new tokens; prefill "
           f"{args.prefill_tokens} tokens; best of {args.repeats}")
     loom_res = time_loom(model, short, long, args.new_tokens, args.repeats)

@@ -101,12 +101,8 @@ class Backend:
 
     def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
         """``target[indices] += values`` with repeated indices summed; returns ``target``."""
-        if self.name == "cupy":
-            import cupyx
-
-            cupyx.scatter_add(target, indices, values)
-        else:
-            np.add.at(target, indices, values)
+        # numpy.add.at / cupy.add.at (CuPy >= 13; cupyx.scatter_add is deprecated in CuPy 14)
+        self.raw.add.at(target, indices, values)
         return target
 
     def __repr__(self) -> str:

@@ -99,9 +99,14 @@ class Transformer:
 
     Examples
     --------
-    >>> model = load_transformer("tiny-llama")  # doctest: +SKIP
-    >>> model.generate([5, 6, 7], 4, stop_ids=[])  # doctest: +SKIP
-    [81, 12, 12, 40]
+    >>> from loom.llm import load_transformer
+    >>> model = load_transformer("fixtures/llm/tiny-llama")  # doctest: +SKIP
+    >>> model.logits([46, 208, 75]).shape  # doctest: +SKIP
+    (3, 512)
+    >>> state = model.new_state(8)  # doctest: +SKIP
+    >>> first = model.forward([46, 208], state, last_only=True)  # prefill  # doctest: +SKIP
+    >>> model.generate([46, 208, 75], 4, stop_ids=[])  # greedy  # doctest: +SKIP
+    [71, 71, 71, 71]
     """
 
     def __init__(self, config: TransformerConfig, weights: TransformerWeights,

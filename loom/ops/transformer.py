@@ -277,7 +277,7 @@ def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: fl
     scores = xp.reshape(qg @ xp.permute_dims(keys, (0, 2, 1)), (hk, g, t, s))  # [Hk, G, T, S]
     # only the last T columns can lie in a query's future: mask that [T, T] corner in place
     future = xp.arange(t)[None, :] > xp.arange(t)[:, None]  # [T, T]
-    scores[..., s - t :] = xp.where(future, -xp.inf, scores[..., s - t :])
+    scores[..., s - t :] += xp.where(future, -xp.inf, xp.zeros((t, t), dtype=scores.dtype))
     out = _softmax_matmul(xp.reshape(scores, (hk, g * t, s)), values, xp)  # [Hk, G*T, hd]
     out = xp.reshape(out, (hk, g, t, hd))  # [Hk, G, T, hd]
     return xp.reshape(xp.permute_dims(out, (2, 0, 1, 3)), (t, h * hd))  # [T, H*hd]
