@@ -130,6 +130,9 @@ class Transformer:
         self._quiet_overflow = (
             (lambda: errstate(over="ignore")) if errstate is not None else contextlib.nullcontext
         )
+        # prefill attention in query blocks: skips masked work on the CPU; on a GPU the
+        # kernel-launch count matters more, so one block covers a whole prompt there
+        self._attention_block = 4096 if backend.is_gpu else 64
         self._scales = [
             1.0 / math.sqrt(config.head_dim) / ((i + 1) if config.attn_scale_by_layer else 1)
             for i in range(config.num_layers)
@@ -221,7 +224,8 @@ class Transformer:
             state.values[i, :, start : start + t, :] = v
             k = state.keys[i, :, : start + t, :]  # [Hk, S, hd] view
             v = state.values[i, :, : start + t, :]  # [Hk, S, hd] view
-        att = causal_attention(q, k, v, start, self._scales[i], xp)  # [T, H*hd]
+        att = causal_attention(q, k, v, start, self._scales[i], xp,
+                               block=self._attention_block)  # [T, H*hd]
         out = att @ layer.out  # [T, H*hd] @ [H*hd, D] -> [T, D]
         if layer.out_bias is not None:
             out += layer.out_bias

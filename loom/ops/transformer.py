@@ -58,8 +58,8 @@ def rms_norm(x: Array, weight: Array, eps: float, xp: Any) -> Array:
     >>> rms_norm(np.array([[3.0, 4.0]]), np.ones(2), 0.0, np).round(4).tolist()
     [[0.8485, 1.1314]]
     """
-    mean_square = xp.vecdot(x, x)[..., None] * (1.0 / x.shape[-1])  # [..., 1]
-    return weight * (x * (1.0 / xp.sqrt(mean_square + eps)))  # [..., D]
+    sum_square = xp.sum(x * x, axis=-1, keepdims=True)  # [..., 1]
+    return weight * (x / xp.sqrt(sum_square * (1.0 / x.shape[-1]) + eps))  # [..., D]
 
 
 def layer_norm(x: Array, weight: Array, bias: Array, eps: float, xp: Any) -> Array:
