@@ -20,7 +20,7 @@ import contextlib
 import contextvars
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -32,6 +32,7 @@ from loom.errors import BackendUnavailableError, ConfigError
 __all__ = [
     "BACKEND_NAMES",
     "Backend",
+    "DeviceGraph",
     "backend_of",
     "cupy_available",
     "current_backend",
@@ -105,8 +106,75 @@ class Backend:
         self.raw.add.at(target, indices, values)
         return target
 
+    def row_matmul(self, x: Any, w: Any) -> Any:
+        """``x @ w`` for one row ``x`` ``[1, D]`` and ``w`` ``[D, N]``, safe inside graph capture.
+
+        CuPy refuses cuBLAS calls while a stream is being captured, so on CuPy
+        this is a reduction kernel (``y[n] = sum_d x[d] * w[d, n]``); NumPy uses ``@``.
+        """
+        if self.name != "cupy":
+            return x @ w
+        return _row_matmul_kernel(self.raw)(x.reshape(-1, 1), w, axis=0).reshape(1, -1)  # [1, N]
+
+    def capture(self, step: Callable[[], Any]) -> DeviceGraph | None:
+        """Record ``step``'s device work once as a CUDA graph for cheap replays.
+
+        ``step`` must run a fixed sequence of kernels (inputs read from device
+        buffers, no host synchronisation). Returns ``None`` where graphs are not
+        available (NumPy, or a CuPy/driver without graph capture): callers then
+        simply call ``step`` themselves.
+        """
+        if self.name != "cupy":
+            return None
+        try:
+            return DeviceGraph(self.raw, step)
+        except Exception:  # capture unsupported here (old driver / CuPy): run eagerly
+            return None
+
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
+
+
+@functools.cache
+def _row_matmul_kernel(cupy: ModuleType) -> Any:
+    return cupy.ReductionKernel("T x, T w", "T y", "x * w", "a + b", "y = a", "0", "loom_row_matmul")
+
+
+class DeviceGraph:
+    """A CUDA graph recorded from a Python step function (CuPy only).
+
+    The step runs once eagerly (warm-up: cuBLAS handles, kernel compilation,
+    memory-pool blocks), then once under stream capture. Its temporaries come
+    from a private memory pool, so replays never race with other allocations.
+    :meth:`run` launches the graph on its own stream after ``prepare`` (e.g.
+    filling input buffers) and returns ``fetch()`` evaluated on that stream.
+    """
+
+    def __init__(self, cupy: ModuleType, step: Callable[[], Any]) -> None:
+        self._cupy = cupy
+        self._stream = cupy.cuda.Stream(non_blocking=True)
+        self._pool = cupy.cuda.MemoryPool()
+        with self._stream, cupy.cuda.using_allocator(self._pool.malloc):
+            step()  # warm-up, uncaptured
+            self._stream.synchronize()
+            mode = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", None)
+            if mode is None:
+                self._stream.begin_capture()
+            else:
+                self._stream.begin_capture(mode)
+            try:
+                step()
+            finally:
+                self._graph = self._stream.end_capture()
+        self._graph.upload(self._stream)
+
+    def run(self, prepare: Callable[[], Any] | None = None, fetch: Callable[[], Any] | None = None) -> Any:
+        """``prepare()``, replay the graph, then return ``fetch()`` (all on the graph's stream)."""
+        with self._stream:
+            if prepare is not None:
+                prepare()
+            self._graph.launch(self._stream)
+            return None if fetch is None else fetch()
 
 
 @functools.cache

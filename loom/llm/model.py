@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from loom.llm.sampling import sample
 from loom.llm.weights import LayerWeights, TransformerWeights
 from loom.ops.transformer import (
     causal_attention,
+    decode_attention,
     gelu_tanh,
     layer_norm,
     rms_norm,
@@ -40,7 +42,7 @@ from loom.ops.transformer import (
     swiglu,
 )
 
-__all__ = ["RunState", "Transformer"]
+__all__ = ["GraphDecoder", "RunState", "Transformer"]
 
 Array = Any
 
@@ -78,6 +80,53 @@ class RunState:
     def reset(self) -> None:
         """Forget the cached sequence (the buffers are reused)."""
         self.pos = 0
+
+
+class GraphDecoder:
+    """Decode steps replayed from one recorded device graph (GPU backends).
+
+    A Python decode step launches hundreds of small kernels; on a GPU their
+    launch overhead, not the weights' bandwidth, limits tokens/s. The step is
+    recorded once per generation (token and position are read from device
+    buffers, the cache is scored in full with a visibility mask) and replayed
+    for each new token. Greedy decoding reads back one id per token.
+    """
+
+    def __init__(self, model: Transformer, state: RunState) -> None:
+        be = model.backend
+        self.state = state
+        self.token = be.zeros((1,), np.int64)
+        self.pos = be.zeros((1,), np.int64)
+        self.positions = be.raw.arange(state.max_seq_len)  # [S_max]
+        self.logits: Array = None
+        self.next_token: Array = None
+        self.pos.fill(state.pos)  # warm-up writes the slot the first real step overwrites
+        if model._is_llama:
+            model._rope(state.max_seq_len)
+        self._graph = be.capture(lambda: model._decode_graph_step(self))
+
+    @classmethod
+    def build(cls, model: Transformer, state: RunState) -> GraphDecoder | None:
+        """A graph decoder for ``state``, or ``None`` on backends without device graphs."""
+        if not model.backend.is_gpu:
+            return None
+        decoder = cls(model, state)
+        return decoder if decoder._graph is not None else None
+
+    def step(self, token: int, greedy: bool, choose: Callable[[Array], int]) -> int:
+        """Feed ``token`` at the state's position; return the next token id."""
+        pos = self.state.pos
+
+        def prepare() -> None:
+            self.token.fill(token)
+            self.pos.fill(pos)
+
+        if greedy:
+            nxt = self._graph.run(prepare, lambda: int(self.next_token))
+        else:
+            nxt = choose(self._graph.run(prepare, lambda: to_numpy(self.logits)))
+        self.state.pos = pos + 1
+        return nxt
 
 
 class Transformer:
@@ -192,9 +241,19 @@ class Transformer:
         if self._is_llama:
             cos, sin = self._rope(start + t)
             cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R]
+        xp, block = self._xp, self._attention_block
+
+        def attend(i: int, q: Array, k: Array, v: Array) -> Array:
+            if state is not None:
+                state.keys[i, :, start : start + t, :] = k
+                state.values[i, :, start : start + t, :] = v
+                k = state.keys[i, :, : start + t, :]  # [Hk, S, hd] view
+                v = state.values[i, :, : start + t, :]  # [Hk, S, hd] view
+            return causal_attention(q, k, v, start, self._scales[i], xp, block=block)  # [T, H*hd]
+
         with self._quiet_overflow():
             for i, layer in enumerate(w.layers):
-                x = self._block(x, layer, i, state, start, cos, sin)  # [T, D]
+                x = self._block(x, layer, i, cos, sin, attend)  # [T, D]
         if state is not None:
             state.pos = start + t
         if last_only:
@@ -202,14 +261,16 @@ class Transformer:
         x = self._norm(x, w.final_norm, w.final_norm_bias)  # [T', D]
         return x @ w.head  # [T', D] @ [D, V] -> [T', V]
 
-    def _block(self, x: Array, layer: LayerWeights, i: int, state: RunState | None,
-               start: int, cos: Array, sin: Array) -> Array:
+    def _block(self, x: Array, layer: LayerWeights, i: int, cos: Array, sin: Array,
+               attend: Callable[[int, Array, Array, Array], Array],
+               matmul: Callable[[Array, Array], Array] = operator.matmul) -> Array:
+        """One decoder block; ``attend(i, q, k, v)`` stores k/v and returns ``[T, H*hd]``."""
         xp, cfg = self._xp, self.config
         t = x.shape[0]
         h_q, h_kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         # attention
         h = self._norm(x, layer.attn_norm, layer.attn_norm_bias)  # [T, D]
-        qkv = h @ layer.qkv  # [T, D] @ [D, (H+2Hk)hd] -> [T, (H+2Hk)hd]
+        qkv = matmul(h, layer.qkv)  # [T, D] @ [D, (H+2Hk)hd] -> [T, (H+2Hk)hd]
         if layer.qkv_bias is not None:
             qkv += layer.qkv_bias
         qk = xp.reshape(qkv[:, : (h_q + h_kv) * hd], (t, h_q + h_kv, hd))  # [T, H+Hk, hd]
@@ -219,20 +280,14 @@ class Transformer:
         k = xp.permute_dims(qk[:, h_q:], (1, 0, 2))  # [Hk, T, hd]
         v = xp.permute_dims(xp.reshape(qkv[:, (h_q + h_kv) * hd :], (t, h_kv, hd)),
                             (1, 0, 2))  # [Hk, T, hd]
-        if state is not None:
-            state.keys[i, :, start : start + t, :] = k
-            state.values[i, :, start : start + t, :] = v
-            k = state.keys[i, :, : start + t, :]  # [Hk, S, hd] view
-            v = state.values[i, :, : start + t, :]  # [Hk, S, hd] view
-        att = causal_attention(q, k, v, start, self._scales[i], xp,
-                               block=self._attention_block)  # [T, H*hd]
-        out = att @ layer.out  # [T, H*hd] @ [H*hd, D] -> [T, D]
+        att = attend(i, q, k, v)  # [T, H*hd]
+        out = matmul(att, layer.out)  # [T, H*hd] @ [H*hd, D] -> [T, D]
         if layer.out_bias is not None:
             out += layer.out_bias
         x = x + out  # [T, D]
         # MLP
         h = self._norm(x, layer.mlp_norm, layer.mlp_norm_bias)  # [T, D]
-        a = h @ layer.mlp_in  # [T, D] @ [D, 2Di | Di] -> [T, 2Di | Di]
+        a = matmul(h, layer.mlp_in)  # [T, D] @ [D, 2Di | Di] -> [T, 2Di | Di]
         if layer.mlp_in_bias is not None:
             a += layer.mlp_in_bias
         if self._is_llama:
@@ -240,7 +295,7 @@ class Transformer:
             a = swiglu(a[:, :di], a[:, di:], xp)  # [T, Di]
         else:
             a = gelu_tanh(a, xp)  # [T, Di]
-        out = a @ layer.mlp_out  # [T, Di] @ [Di, D] -> [T, D]
+        out = matmul(a, layer.mlp_out)  # [T, Di] @ [Di, D] -> [T, D]
         if layer.mlp_out_bias is not None:
             out += layer.mlp_out_bias
         return x + out  # [T, D]
@@ -354,18 +409,53 @@ class Transformer:
             return
         state = self.new_state(len(ids) + max_new_tokens)
         logits = self.forward(ids, state, last_only=True)[0]  # prefill -> [V]
+        graph = GraphDecoder.build(self, state) if max_new_tokens > 1 else None
+        greedy = temperature <= 0
+        token = self._choose(logits, temperature, top_k, top_p, rng)
         for step in range(max_new_tokens):
-            token = self._choose(logits, temperature, top_k, top_p, rng)
             yield token
             if token in stops or step == max_new_tokens - 1:
                 return
-            logits = self.forward([token], state, last_only=True)[0]  # decode -> [V]
+            if graph is not None:
+                token = graph.step(token, greedy, lambda row: self._choose(row, temperature, top_k, top_p, rng))
+            else:
+                logits = self.forward([token], state, last_only=True)[0]  # decode -> [V]
+                token = self._choose(logits, temperature, top_k, top_p, rng)
 
     def _choose(self, logits: Array, temperature: float, top_k: int | None,
                 top_p: float | None, rng: np.random.Generator) -> int:
         if temperature <= 0:
             return int(self._xp.argmax(logits))
         return sample(to_numpy(logits), rng, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    def _decode_graph_step(self, g: GraphDecoder) -> None:
+        """One decode step reading token/position from device buffers (graph-capturable)."""
+        xp, w, state = self._xp, self.weights, g.state
+        token, pos = g.token, g.pos  # [1] int64 device buffers
+        if w.embed is not None:
+            x = xp.take(w.embed, token, axis=0)  # [1, D]
+        else:
+            x = xp.permute_dims(xp.take(w.head, token, axis=1), (1, 0))  # [D, 1] -> [1, D]
+        if w.positions is not None:
+            x = x + xp.take(w.positions, pos, axis=0)  # [1, D]
+        cos = sin = None
+        if self._is_llama:
+            cos = xp.take(self._cos, pos, axis=0)  # [1, R]
+            sin = xp.take(self._sin, pos, axis=0)  # [1, R]
+        visible = g.positions <= pos  # [S_max]
+
+        def attend(i: int, q: Array, k: Array, v: Array) -> Array:
+            keys, values = state.keys[i], state.values[i]  # [Hk, S_max, hd] views
+            keys[:, pos, :] = k  # [Hk, 1, hd] written at the device-side position
+            values[:, pos, :] = v
+            return decode_attention(q, keys, values, visible, self._scales[i], xp)
+
+        with self._quiet_overflow():
+            for i, layer in enumerate(w.layers):
+                x = self._block(x, layer, i, cos, sin, attend, self.backend.row_matmul)  # [1, D]
+        x = self._norm(x, w.final_norm, w.final_norm_bias)  # [1, D]
+        g.logits = self.backend.row_matmul(x, w.head)[0]  # [V]
+        g.next_token = xp.argmax(g.logits)  # [] on device
 
     def __repr__(self) -> str:
         c = self.config

@@ -209,41 +209,73 @@ class Network(IntrospectionMixin):
             raise ShapeError(f"input: expected a flat vector or a [batch, features] matrix, got shape {tuple(x.shape)}")
         return x, self.batch_size, False
 
-    def _forward(self, x: Any, batch_size: int) -> Any:
-        xp = self._backend.xp
-        ctx = ForwardContext(self._backend, xp, batch_size, self._rng)
+    def _training_context(self) -> ForwardContext:
+        """A forward context reused by every step of one ``train`` call (with a config memo)."""
+        return ForwardContext(self._backend, self._backend.xp, self.batch_size, self._rng, memo={})
+
+    def _plan(self, ctx: ForwardContext) -> list[tuple[Any, LayerConfig, str | None]]:
+        """``(kind.forward, cfg, residual_role)`` of every top-level layer, memoised in ``ctx``."""
+        memo = ctx.memo
+        plan = None if memo is None else memo.get(id(self))
+        if plan is None:
+            plan = []
+            for cfg in self.layers:
+                kind = kind_for(cfg.type)
+                plan.append((kind.forward, cfg, kind.residual_role))
+            if memo is not None:
+                memo[id(self)] = plan
+        return plan
+
+    def _forward(
+        self, x: Any, batch_size: int, ctx: ForwardContext | None = None, *, input_grad: bool = True
+    ) -> Any:
+        """Run every layer on the flat ``x`` and record the backward tape.
+
+        ``ctx`` (default: a fresh one) may be reused between calls; ``input_grad=False``
+        tells the first layer that ``_backward`` need not return the input gradient.
+        """
+        if ctx is None:
+            ctx = ForwardContext(self._backend, self._backend.xp, batch_size, self._rng)
+        else:
+            ctx.batch_size = batch_size
         activations = [x]
         tape: list[tuple[Any, int | None, str | None]] = []
         residual: tuple[Any, int] | None = None
-        for i, cfg in enumerate(self.layers):
-            kind = kind_for(cfg.type)
-            role = kind.residual_role
+        for i, (forward, cfg, role) in enumerate(self._plan(ctx)):
+            ctx.needs_input_grad = input_grad or i > 0
             source: int | None = None
-            if role == "add_input":
+            if role is None:
+                y, backprop = forward(cfg, x, ctx)
+            elif role == "add_input":
                 if residual is not None and residual[0].shape == x.shape:
                     source = residual[1]
                     x = x + residual[0]
-                y, backprop = kind.forward(cfg, x, ctx)
+                y, backprop = forward(cfg, x, ctx)
                 if residual is not None:
                     residual = (y, i + 1)
             elif role == "add_output":
-                y, backprop = kind.forward(cfg, x, ctx)
+                y, backprop = forward(cfg, x, ctx)
                 if residual is not None and residual[0].shape == y.shape:
                     source = residual[1]
                     y = y + residual[0]
                 residual = (y, i + 1)
             else:
-                y, backprop = kind.forward(cfg, x, ctx)
+                y, backprop = forward(cfg, x, ctx)
                 if role == "save_input":
                     residual = (x, i)
             tape.append((backprop, source, role))
             activations.append(y)
             x = y
+        ctx.needs_input_grad = True
         self._activations = activations
         self._tape = tape
         return x
 
     def _backward(self, grad: Any, accumulate: bool, all_layers: list[LayerConfig] | None = None) -> Any:
+        """Back-propagate ``grad`` through the recorded tape; returns the input gradient.
+
+        The result is ``None`` when the forward pass ran with ``input_grad=False``.
+        """
         if self._tape is None:
             raise LoomError("backward: call forward first (no forward pass is recorded)")
         if not accumulate:
@@ -253,18 +285,22 @@ class Network(IntrospectionMixin):
         if grad.shape != out.shape:
             raise ShapeError(f"grad_output: expected {out.shape[0]} values (the output length), got {grad.shape[0]}")
         pending: dict[int, Any] = {}
-        for i in range(len(self._tape) - 1, -1, -1):
+        tape = self._tape
+        for i in range(len(tape) - 1, -1, -1):
+            backprop, source, role = tape[i]
+            if source is None and not pending:
+                grad = backprop(grad)
+                continue
             extra = pending.pop(i + 1, None)
             if extra is not None:
                 grad = grad + extra
-            backprop, source, role = self._tape[i]
             if source is not None and role == "add_output":
                 pending[source] = grad if source not in pending else pending[source] + grad
             grad = backprop(grad)
             if source is not None and role == "add_input":
                 pending[source] = grad if source not in pending else pending[source] + grad
         extra = pending.pop(0, None)
-        return grad if extra is None else grad + extra
+        return grad if extra is None or grad is None else grad + extra
 
     def forward(self, x: Any) -> Any:
         """Run the network.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -218,12 +219,15 @@ class _FlatSGD:
         self.last_grad: Any = None
         self.grad_buf: Any = None  # flat gradient, reused every step
         self.step_buf: Any = None  # lr * flat gradient, reused every step
+        self.views: list[Any] = []  # the parameter views, in entry order
+        self.zeros: dict[int, Any] = {}  # entry index -> zero gradient for a layer that produced none
+        self.checked = True  # the buffer was just built
         self._build()
 
     def _build(self) -> None:
         xp = self.xp
         entries = [(cfg, name, p) for cfg in self.layers for name, p in cfg.params.items()]
-        self.entries, self.flat = [], None
+        self.entries, self.flat, self.views = [], None, []
         if not entries or len({p.dtype for _, _, p in entries}) != 1:
             return
         flat = xp.concat([xp.reshape(p, (-1,)) for _, _, p in entries])
@@ -238,22 +242,49 @@ class _FlatSGD:
         for cfg, name, view, _ in views:
             cfg.params[name] = view
         self.entries, self.flat = views, flat
+        self.views = [view for _, _, view, _ in views]
+        self.zeros = {}
+
+    def _buffer_intact(self) -> bool:
+        """True while every parameter is still the view of the flat buffer made by ``_build``."""
+        current = [cfg.params.get(name) for cfg, name, _, _ in self.entries]
+        return all(map(operator.is_, current, self.views))
+
+    def _gather(self) -> list[Any] | None:
+        """This step's gradient of every entry (a cached zero where a gradient is missing).
+
+        ``None`` when some layer holds a gradient of an array outside the buffer.
+        """
+        grads = [cfg.grads.get(name) for cfg, name, _, _ in self.entries]
+        missing = [k for k, g in enumerate(grads) if g is None]
+        for k in missing:
+            zero = self.zeros.get(k)
+            if zero is None:
+                view = self.entries[k][2]
+                zero = self.zeros[k] = self.xp.zeros(view.shape, dtype=view.dtype)
+            grads[k] = zero
+        if len(grads) - len(missing) != sum([len(cfg.grads) for cfg in self.layers]):
+            return None
+        return grads
+
+    def new_epoch(self) -> None:
+        """Re-check the buffer at the next step: code run between epochs may replace parameters."""
+        self.checked = False
 
     def step(self, lr: float, clip: float) -> None:
-        """Clip the stored gradients to global norm ``clip`` (0 = off), then ``w -= lr * g``."""
-        parts = []
-        found = 0
-        for cfg, name, view, size in self.entries:
-            if cfg.params.get(name) is not view:  # parameters were replaced: rebuild the buffer
+        """Clip the stored gradients to global norm ``clip`` (0 = off), then ``w -= lr * g``.
+
+        Whether the parameters are still buffer views is checked at the first step after
+        construction or :meth:`new_epoch` (nothing inside an epoch replaces them).
+        """
+        if not self.checked:
+            self.checked = True
+            if not self._buffer_intact():  # parameters were replaced: rebuild the buffer
                 self._build()
-                return self._plain_step(lr, clip) if not self.entries else self.step(lr, clip)
-            g = cfg.grads.get(name)
-            if g is None:
-                parts.append(self.xp.zeros(size, dtype=view.dtype))
-            else:
-                parts.append(g.reshape(-1))
-                found += 1
-        if not parts or found != sum(len(cfg.grads) for cfg in self.layers):
+        if not self.entries:
+            return self._plain_step(lr, clip)
+        grads = self._gather()
+        if grads is None:
             return self._plain_step(lr, clip)  # no parameters, or gradients of unknown arrays
         # Persistent buffers: a fresh multi-MB array each step costs more in page faults than
         # the arithmetic (784-392-10 at batch 1: ~700 of ~1000 us/step on a 2-core VM).
@@ -262,20 +293,20 @@ class _FlatSGD:
             self.grad_buf, self.step_buf = raw.empty_like(self.flat), raw.empty_like(self.flat)
         if clip <= 0:  # no norm to take: scale each gradient straight into the step buffer (no concat pass)
             start = 0
-            for part in parts:
-                end = start + part.shape[0]
-                raw.multiply(part, lr, out=self.step_buf[start:end])
+            for grad, (_, _, _, size) in zip(grads, self.entries, strict=True):
+                end = start + size
+                raw.multiply(grad.reshape(-1), lr, out=self.step_buf[start:end])
                 start = end
             self.flat -= self.step_buf
             self.last_grad = None  # cfg.grads already hold this step's (unclipped) gradients
             return None
-        flat_grad = raw.concatenate(parts, out=self.grad_buf)
-        if clip > 0:
-            norm = float(flat_grad @ flat_grad) ** 0.5
-            if norm > clip:
-                flat_grad *= clip / norm
+        flat_grad = raw.concatenate(grads, axis=None, out=self.grad_buf)  # axis=None: flattened
+        norm = float(flat_grad @ flat_grad) ** 0.5
+        if norm > clip:
+            flat_grad *= clip / norm
         self.flat -= raw.multiply(flat_grad, lr, out=self.step_buf)
         self.last_grad = flat_grad
+        return None
 
     def _plain_step(self, lr: float, clip: float) -> None:
         net = self.net
@@ -345,12 +376,14 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
     every = max(cfg.print_every_batch, 1)
     start = time.perf_counter()
     sgd = _FlatSGD(net)
+    ctx = net._training_context()  # reused by every step: configs do not change while training
     try:
         for epoch in range(cfg.epochs):
             epoch_start = time.perf_counter()
+            sgd.new_epoch()
             total = 0.0
             for b, (x, target, batch_size) in enumerate(data):
-                y = net._forward(x, batch_size)
+                y = net._forward(x, batch_size, ctx, input_grad=False)
                 loss, grad = loss_and_grad(loss_type, y, target, xp)
                 if not math.isfinite(loss) and cfg.raise_on_divergence:
                     raise TrainingDivergedError(

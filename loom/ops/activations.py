@@ -199,7 +199,8 @@ _DERIVATIVE: dict[int, _Fn] = {
 
 def activate(x: Any, act: int, xp: Any) -> Any:
     """Apply activation ``act`` element-wise to ``x`` (any shape, float32 kept)."""
-    return _FORWARD.get(int(act), _FORWARD[5])(x, xp)
+    forward = _FORWARD.get(act)  # ids hash like ints: no int() per call
+    return (forward or _FORWARD.get(int(act), _FORWARD[5]))(x, xp)
 
 
 def activation_derivative(pre: Any, act: int, xp: Any) -> Any:
@@ -215,7 +216,7 @@ def activation_backward(grad_y: Any, pre: Any, y: Any, act: int, xp: Any) -> Any
     is ``y / x``, equal to float rounding).
     """
     if act == 0:  # ScaledReLU
-        return (grad_y * SCALED_RELU_SLOPE) * xp.astype(pre > 0, grad_y.dtype)
+        return (grad_y * SCALED_RELU_SLOPE) * (pre > 0).astype(grad_y.dtype)  # method: no wrapper call
     if act == 1:  # sigmoid
         return grad_y * (y * (1.0 - y))
     if act == 2:  # tanh

@@ -35,7 +35,7 @@ def dense_forward(x: Any, kernel: Any, bias: Any, act: int, xp: Any) -> tuple[An
 
 
 def dense_backward(
-    grad_y: Any, x: Any, pre: Any, kernel: Any, act: int, xp: Any, y: Any = None
+    grad_y: Any, x: Any, pre: Any, kernel: Any, act: int, xp: Any, y: Any = None, *, need_grad_x: bool = True
 ) -> tuple[Any, Any, Any]:
     """Backward pass of a dense layer.
 
@@ -46,10 +46,12 @@ def dense_backward(
     x, pre, kernel : arrays as in :func:`dense_forward`.
     y : array, shape [batch, out], optional
         The forward output (lets sigmoid / tanh reuse it instead of recomputing).
+    need_grad_x : bool
+        False skips the input gradient (``grad_x`` is then ``None``).
 
     Returns
     -------
-    grad_x : array, shape [batch, in]
+    grad_x : array, shape [batch, in], or None
     grad_kernel : array, shape [in, out]
     grad_bias : array, shape [out]
     """
@@ -59,5 +61,5 @@ def dense_backward(
     # batch 1 is an outer product: broadcasting beats a K=1 BLAS gemm by ~10x
     grad_kernel = x.T * grad_pre if x.shape[0] == 1 else x.T @ grad_pre  # [in, batch] @ [batch, out] -> [in, out]
     grad_bias = grad_pre[0] if grad_pre.shape[0] == 1 else xp.sum(grad_pre, axis=0)
-    grad_x = grad_pre @ kernel.T  # [batch, out] @ [out, in] -> [batch, in]
+    grad_x = grad_pre @ kernel.T if need_grad_x else None  # [batch, out] @ [out, in] -> [batch, in]
     return grad_x, grad_kernel, grad_bias

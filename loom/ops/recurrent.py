@@ -62,7 +62,9 @@ def rnn_forward(x: Any, w_ih: Any, w_hh: Any, bias: Any, h0: Any, xp: Any) -> An
     return xp.stack(states, axis=1)
 
 
-def rnn_backward(grad_hs: Any, x: Any, hs: Any, h0: Any, w_ih: Any, w_hh: Any, xp: Any) -> tuple[Any, Any, Any, Any]:
+def rnn_backward(
+    grad_hs: Any, x: Any, hs: Any, h0: Any, w_ih: Any, w_hh: Any, xp: Any, *, need_grad_x: bool = True
+) -> tuple[Any, Any, Any, Any]:
     """Exact BPTT for :func:`rnn_forward`.
 
     Parameters
@@ -70,10 +72,12 @@ def rnn_backward(grad_hs: Any, x: Any, hs: Any, h0: Any, w_ih: Any, w_hh: Any, x
     grad_hs : array, shape [B, S, H]
         Gradient of the loss w.r.t. every hidden state output.
     x, hs, h0, w_ih, w_hh : as in / returned by :func:`rnn_forward`.
+    need_grad_x : bool
+        False skips the input gradient (``grad_x`` is then ``None``).
 
     Returns
     -------
-    grad_x : array, shape [B, S, I]
+    grad_x : array, shape [B, S, I], or None
     grad_w_ih : array, shape [H, I]
     grad_w_hh : array, shape [H, H], or None when it is exactly zero (S = 1, zero ``h0``)
     grad_bias : array, shape [H]
@@ -95,7 +99,7 @@ def rnn_backward(grad_hs: Any, x: Any, hs: Any, h0: Any, w_ih: Any, w_hh: Any, x
     d2 = d_pre.reshape(batch * seq, hidden)
     grad_w_ih = d2.T @ x.reshape(batch * seq, n_in)  # [H, B*S] @ [B*S, I] -> [H, I]
     grad_bias = d2[0] if batch * seq == 1 else xp.sum(d2, axis=0)
-    grad_x = d_pre @ w_ih  # [B, S, H] @ [H, I] -> [B, S, I]
+    grad_x = d_pre @ w_ih if need_grad_x else None  # [B, S, H] @ [H, I] -> [B, S, I]
     grad_w_hh = _recurrent_weight_grad(d_pre, hs, h0, xp)
     return grad_x, grad_w_ih, grad_w_hh, grad_bias
 
@@ -114,6 +118,21 @@ def _recurrent_weight_grad(d_pre: Any, hs: Any, h0: Any, xp: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- LSTM
+def _lstm_cell(z: Any, c_prev: Any, hidden: int, xp: Any) -> tuple[Any, Any, Any, Any]:
+    """One LSTM step from the gate pre-activations ``z [B, 4H]`` and the previous cell (``None`` = zeros).
+
+    Returns the gate activations ``[B, 4H]`` (sigmoid; tanh for the g block), the cell ``c``,
+    ``tanh(c)`` and the hidden state ``h``.
+    """
+    gates = 1.0 / (1.0 + xp.exp(-z))  # sigmoid of every block, g block replaced below
+    g = xp.tanh(z[:, 2 * hidden : 3 * hidden])
+    gates[:, 2 * hidden : 3 * hidden] = g
+    i_gate = gates[:, :hidden]
+    c = i_gate * g if c_prev is None else gates[:, hidden : 2 * hidden] * c_prev + i_gate * g
+    ct = xp.tanh(c)
+    return gates, c, ct, gates[:, 3 * hidden :] * ct
+
+
 def lstm_forward(
     x: Any, kernel_ih: Any, kernel_hh: Any, bias: Any, h0: Any, c0: Any, xp: Any
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -137,20 +156,19 @@ def lstm_forward(
     cache : dict
         What :func:`lstm_backward` needs (per-step gates, cells, tanh of cells).
     """
+    batch, seq, n_in = x.shape
     hidden = kernel_hh.shape[0]
+    if seq == 1 and h0 is None:  # one step from a zero state: no recurrent product, no 3-D work
+        z = x.reshape(batch, n_in) @ kernel_ih + bias  # [B, I] @ [I, 4H] -> [B, 4H]
+        gates, c, ct, h = _lstm_cell(z, c0, hidden, xp)
+        cache = {"gates": [gates], "cells": [c], "tanh_cells": [ct], "c0": c0, "h0": None}
+        return h.reshape(batch, 1, hidden), h, c, cache
     pre_x = x @ kernel_ih + bias  # [B, S, I] @ [I, 4H] -> [B, S, 4H]
-    seq = x.shape[1]
     h, c = h0, c0
     gates_list, cells, tanh_cells, states = [], [], [], []
     for t in range(seq):
         z = pre_x[:, t, :] if h is None else pre_x[:, t, :] + h @ kernel_hh  # [B, 4H]
-        gates = 1.0 / (1.0 + xp.exp(-z))  # sigmoid of every block, g block replaced below
-        g = xp.tanh(z[:, 2 * hidden : 3 * hidden])
-        gates[:, 2 * hidden : 3 * hidden] = g
-        i_gate = gates[:, :hidden]
-        c = i_gate * g if c is None else gates[:, hidden : 2 * hidden] * c + i_gate * g
-        ct = xp.tanh(c)
-        h = gates[:, 3 * hidden :] * ct
+        gates, c, ct, h = _lstm_cell(z, c, hidden, xp)
         gates_list.append(gates)
         cells.append(c)
         tanh_cells.append(ct)
@@ -161,7 +179,15 @@ def lstm_forward(
 
 
 def lstm_backward(
-    grad_hs: Any, x: Any, hs: Any, cache: dict[str, Any], kernel_ih: Any, kernel_hh: Any, xp: Any
+    grad_hs: Any,
+    x: Any,
+    hs: Any,
+    cache: dict[str, Any],
+    kernel_ih: Any,
+    kernel_hh: Any,
+    xp: Any,
+    *,
+    need_grad_x: bool = True,
 ) -> tuple[Any, Any, Any, Any]:
     """Exact BPTT for :func:`lstm_forward`.
 
@@ -169,10 +195,12 @@ def lstm_backward(
     ----------
     grad_hs : array, shape [B, S, H]
     x, hs, cache, kernel_ih, kernel_hh : as in / returned by :func:`lstm_forward`.
+    need_grad_x : bool
+        False skips the input gradient (``grad_x`` is then ``None``).
 
     Returns
     -------
-    grad_x : array, shape [B, S, I]
+    grad_x : array, shape [B, S, I], or None
     grad_kernel_ih : array, shape [I, 4H]
     grad_kernel_hh : array, shape [H, 4H], or None when it is exactly zero (S = 1, zero ``h0``)
     grad_bias : array, shape [4H]
@@ -180,35 +208,50 @@ def lstm_backward(
     batch, seq, n_in = x.shape
     hidden = kernel_hh.shape[0]
     gates_list, cells, tanh_cells = cache["gates"], cache["cells"], cache["tanh_cells"]
-    c0 = cache["c0"]
+    c0, h0 = cache["c0"], cache["h0"]
+    if seq == 1 and h0 is None:  # one step from a zero hidden state: no recurrent gradient, no 3-D work
+        d2, _ = _lstm_cell_backward(grad_hs[:, 0, :], None, gates_list[0], tanh_cells[0], c0, hidden, xp)
+        grad_kernel_ih = x.reshape(batch, n_in).T @ d2  # [I, B] @ [B, 4H] -> [I, 4H]
+        grad_bias = d2[0] if batch == 1 else xp.sum(d2, axis=0)
+        grad_x = (d2 @ kernel_ih.T).reshape(batch, 1, n_in) if need_grad_x else None
+        return grad_x, grad_kernel_ih, None, grad_bias
     d_zs = [None] * seq
     dh_carry = dc_carry = None
     for t in range(seq - 1, -1, -1):
-        gates, ct = gates_list[t], tanh_cells[t]
-        i_gate = gates[:, :hidden]
-        f_gate = gates[:, hidden : 2 * hidden]
-        g_gate = gates[:, 2 * hidden : 3 * hidden]
-        o_gate = gates[:, 3 * hidden :]
         dh = grad_hs[:, t, :] if dh_carry is None else grad_hs[:, t, :] + dh_carry
-        dc = dh * o_gate * (1.0 - ct * ct)
-        if dc_carry is not None:
-            dc = dc + dc_carry
         c_prev = cells[t - 1] if t > 0 else c0
-        slope = gates * (1.0 - gates)  # sigmoid'(z) = s (1 - s) for i, f, o
-        slope[:, 2 * hidden : 3 * hidden] = 1.0 - g_gate * g_gate  # tanh'(z) for g
-        if c_prev is None:  # zero previous cell: the forget gate gets no gradient
-            slope[:, hidden : 2 * hidden] = 0.0
-            c_prev = ct  # any finite value: multiplied by the zero slope
-        d_z = xp.concat([dc * g_gate, dc * c_prev, dc * i_gate, dh * ct], axis=1) * slope  # [B, 4H]
+        d_z, dc = _lstm_cell_backward(dh, dc_carry, gates_list[t], tanh_cells[t], c_prev, hidden, xp)
         d_zs[t] = d_z
-        if t > 0 or cache["h0"] is not None:
+        if t > 0 or h0 is not None:
             dh_carry = d_z @ kernel_hh.T  # [B, 4H] @ [4H, H] -> [B, H]
-        dc_carry = dc * f_gate
+        dc_carry = dc * gates_list[t][:, hidden : 2 * hidden]  # through the forget gate
     d_z_all = d_zs[0][:, None, :] if seq == 1 else xp.stack(d_zs, axis=1)  # [B, S, 4H]
     d2 = d_z_all.reshape(batch * seq, 4 * hidden)
     grad_kernel_ih = x.reshape(batch * seq, n_in).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
     grad_bias = d2[0] if batch * seq == 1 else xp.sum(d2, axis=0)
-    grad_x = d_z_all @ kernel_ih.T  # [B, S, 4H] @ [4H, I] -> [B, S, I]
-    grad_t = _recurrent_weight_grad(d_z_all, hs, cache["h0"], xp)  # [4H, H]
+    grad_x = d_z_all @ kernel_ih.T if need_grad_x else None  # [B, S, 4H] @ [4H, I] -> [B, S, I]
+    grad_t = _recurrent_weight_grad(d_z_all, hs, h0, xp)  # [4H, H]
     grad_kernel_hh = None if grad_t is None else grad_t.T
     return grad_x, grad_kernel_ih, grad_kernel_hh, grad_bias
+
+
+def _lstm_cell_backward(
+    dh: Any, dc_carry: Any, gates: Any, ct: Any, c_prev: Any, hidden: int, xp: Any
+) -> tuple[Any, Any]:
+    """Gradient of one LSTM step: ``dL/dz [B, 4H]`` and ``dL/dc`` of this step's cell.
+
+    ``dh``: gradient reaching ``h``; ``dc_carry``: gradient from the next step's cell (``None`` = zero);
+    ``gates``, ``ct``: as from :func:`_lstm_cell`; ``c_prev``: previous cell (``None`` = zeros).
+    """
+    i_gate = gates[:, :hidden]
+    g_gate = gates[:, 2 * hidden : 3 * hidden]
+    dc = dh * gates[:, 3 * hidden :] * (1.0 - ct * ct)
+    if dc_carry is not None:
+        dc = dc + dc_carry
+    slope = gates * (1.0 - gates)  # sigmoid'(z) = s (1 - s) for i, f, o
+    slope[:, 2 * hidden : 3 * hidden] = 1.0 - g_gate * g_gate  # tanh'(z) for g
+    if c_prev is None:  # zero previous cell: the forget gate gets no gradient
+        slope[:, hidden : 2 * hidden] = 0.0
+        c_prev = ct  # any finite value: multiplied by the zero slope
+    d_z = xp.concat([dc * g_gate, dc * c_prev, dc * i_gate, dh * ct], axis=1) * slope  # [B, 4H]
+    return d_z, dc

@@ -19,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "causal_attention",
+    "decode_attention",
     "gelu_tanh",
     "layer_norm",
     "rms_norm",
@@ -265,6 +266,42 @@ def causal_attention(
         visible = start + b1  # keys this block can attend to
         outs.append(_attention_block(q[b0:b1], keys[:, :visible], values[:, :visible], start + b0, scale, xp))
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)  # [T, H*hd]
+
+
+def decode_attention(q: Array, keys: Array, values: Array, visible: Array, scale: float, xp: Any) -> Array:
+    """Attention of one new query over a whole preallocated KV cache, masked by ``visible``.
+
+    Fixed shapes whatever the position (for device-graph replay): the cache is
+    scored in full and positions not yet written are masked out.
+
+    Parameters
+    ----------
+    q : array
+        ``[1, H, hd]`` query.
+    keys, values : array
+        ``[Hk, S_max, hd]`` cache of one layer.
+    visible : array
+        ``[S_max]`` booleans, true for positions ``<=`` the query's.
+    scale : float
+        Multiplier of the scores.
+    xp : module
+        Array namespace.
+
+    Returns
+    -------
+    array
+        ``[1, H * hd]``.
+    """
+    _, h, hd = q.shape
+    hk = keys.shape[0]
+    qg = xp.reshape(q, (hk, h // hk, 1, hd)) * scale  # [Hk, G, 1, hd]
+    # broadcast-and-sum instead of matmul: no BLAS call, so it can be recorded in a device graph
+    scores = xp.sum(qg * keys[:, None, :, :], axis=-1)  # [Hk, G, S_max]
+    scores = xp.where(visible, scores, -xp.inf)  # [Hk, G, S_max]
+    weights = xp.exp(scores - xp.max(scores, axis=-1, keepdims=True))  # [Hk, G, S_max]
+    out = xp.sum(weights[..., None] * values[:, None, :, :], axis=-2)  # [Hk, G, hd]
+    out = out / xp.sum(weights, axis=-1, keepdims=True)  # [Hk, G, hd]
+    return xp.reshape(out, (1, h * hd))  # [1, H*hd]
 
 
 def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any) -> Array:

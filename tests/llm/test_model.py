@@ -150,3 +150,23 @@ def test_more_architectures_match_transformers(name: str, backend) -> None:
     rows = [loom.to_numpy(model.forward(case["ids"][:5], state))]
     rows += [loom.to_numpy(model.forward([t], state)) for t in case["ids"][5:]]
     np.testing.assert_allclose(np.concatenate(rows), got, rtol=0, atol=ATOL)
+
+
+def test_graph_decode_step_equals_eager_decode(model: Transformer, model_dir: Path) -> None:
+    """The fixed-shape decode step (replayed as a device graph on GPUs) gives the eager logits."""
+    from loom.llm.model import GraphDecoder
+
+    ids = reference(model_dir)["cases"][1]["ids"]
+    eager = model.new_state(len(ids) + 3)
+    fixed = model.new_state(len(ids) + 3)
+    model.forward(ids[:-3], eager)
+    model.forward(ids[:-3], fixed)
+    decoder = GraphDecoder(model, fixed)
+    for token in ids[-3:]:
+        want = loom.to_numpy(model.forward([token], eager, last_only=True)[0])
+        decoder.token.fill(token)
+        decoder.pos.fill(fixed.pos)
+        model._decode_graph_step(decoder)
+        fixed.pos += 1
+        np.testing.assert_allclose(loom.to_numpy(decoder.logits), want, atol=1e-5, rtol=1e-5)
+        assert int(decoder.next_token) == int(np.argmax(want))

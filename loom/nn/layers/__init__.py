@@ -17,7 +17,8 @@ from loom.nn.layers.base import (
     add_grad,
     kind_for,
     kind_names,
+    memoized,
     register_kind,
 )
 
-__all__ = ["ForwardContext", "LayerKind", "add_grad", "kind_for", "kind_names", "register_kind"]
+__all__ = ["ForwardContext", "LayerKind", "add_grad", "kind_for", "kind_names", "memoized", "register_kind"]

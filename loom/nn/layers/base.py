@@ -29,6 +29,7 @@ __all__ = [
     "check_length",
     "kind_for",
     "kind_names",
+    "memoized",
     "register_kind",
     "spec_bool",
     "spec_float",
@@ -40,22 +41,42 @@ Backprop = Callable[[Any], Any]
 
 @dataclass
 class ForwardContext:
-    """What a layer needs to know about the current forward pass."""
+    """What a layer needs to know about the current forward pass.
+
+    ``needs_input_grad`` is False when nobody reads the gradient w.r.t. the layer's
+    input (the first layer of a training step): ``backprop`` may then skip computing
+    it and return ``None``. ``memo`` is a cache for values derived from the layer
+    configs only (bound kind functions, grid orders); the training loop sets it to a
+    dict that lives for one ``train`` call, during which configs do not change.
+    ``None`` (plain forward calls) means: derive everything on every call.
+    """
 
     backend: Backend
     xp: Any
     batch_size: int
     rng: Any = None  # backend random generator for stochastic layers (Gumbel noise)
     training: bool = True
+    needs_input_grad: bool = True
+    memo: dict[int, Any] | None = None
 
 
 def add_grad(cfg: LayerConfig, name: str, grad: Any) -> None:
     """Accumulate ``grad`` into ``cfg.grads[name]`` (the network clears grads unless accumulating)."""
-    current = cfg.grads.get(name)
-    if current is None:
-        cfg.grads[name] = grad
-    else:
-        cfg.grads[name] = current + grad
+    grads = cfg.grads
+    current = grads.get(name)
+    grads[name] = grad if current is None else current + grad
+
+
+def memoized(ctx: ForwardContext, cfg: LayerConfig, build: Callable[[], Any]) -> Any:
+    """``build()``, cached in ``ctx.memo`` under ``cfg`` while the memo lives (no cache without one)."""
+    memo = ctx.memo
+    if memo is None:
+        return build()
+    key = id(cfg)  # configs outlive the memo (the network holds them), so ids stay unique
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = build()
+    return value
 
 
 def check_length(cfg: LayerConfig, x: Any, expected: int, what: str) -> None:

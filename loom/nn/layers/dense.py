@@ -72,18 +72,20 @@ class DenseKind(LayerKind):
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
         batch, n_in = ctx.batch_size, cfg.input_size
-        check_length(cfg, x, batch * n_in, f"batch {batch} x input_size {n_in}")
+        if x.shape[0] != batch * n_in:
+            check_length(cfg, x, batch * n_in, f"batch {batch} x input_size {n_in}")
         params, act, xp = cfg.params, cfg.activation, ctx.xp
         kernel = params["kernel"]
         x2 = x.reshape(batch, n_in)
         y, pre = dense_forward(x2, kernel, params["biases"], act, xp)
+        need_grad_x = ctx.needs_input_grad
 
         def backprop(grad_y: Any) -> Any:
             grad_x, grad_kernel, grad_bias = dense_backward(
-                grad_y.reshape(batch, cfg.output_size), x2, pre, kernel, act, xp, y
+                grad_y.reshape(y.shape), x2, pre, kernel, act, xp, y, need_grad_x=need_grad_x
             )
             add_grad(cfg, "kernel", grad_kernel)
             add_grad(cfg, "biases", grad_bias)
-            return grad_x.reshape(-1)
+            return None if grad_x is None else grad_x.reshape(-1)
 
         return y.reshape(-1), backprop

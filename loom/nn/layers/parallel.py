@@ -19,7 +19,7 @@ from typing import Any
 
 from loom.errors import ConfigError, ShapeError
 from loom.nn.layer_config import GridPosition, LayerConfig
-from loom.nn.layers.base import ForwardContext, LayerKind, kind_for, register_kind, spec_int
+from loom.nn.layers.base import ForwardContext, LayerKind, kind_for, memoized, register_kind, spec_int
 from loom.ops.combine import (
     add_backward,
     add_forward,
@@ -204,57 +204,59 @@ class ParallelKind(LayerKind):
             cfg.state["_grid_order"] = cached
         return cached[1]
 
-    def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
-        xp, batch = ctx.xp, ctx.batch_size
-        mode = COMBINE_MODES.get(cfg.combine_mode) or _mode(cfg, cfg.path)
+    def _plan(self, cfg: LayerConfig) -> tuple[str, list[Any], list[int] | None]:
+        """Merge family, ``kind.forward`` of every branch, and the grid-cell order (grid_scatter only)."""
+        mode = COMBINE_MODES.get(cfg.combine_mode) if isinstance(cfg.combine_mode, str) else None
+        if mode is None:
+            mode = _mode(cfg, cfg.path)
         if not cfg.branches:
             raise ConfigError(f"{cfg.path}.branches: a parallel layer needs at least one branch")
-        outputs, backprops = [], []
-        for branch in cfg.branches:
-            y, backprop = kind_for(branch.type).forward(branch, x, ctx)
-            outputs.append(y)
-            backprops.append(backprop)
+        forwards = [kind_for(branch.type).forward for branch in cfg.branches]
+        return mode, forwards, self._cell_order(cfg) if mode == "grid_scatter" else None
+
+    def _merge(self, cfg: LayerConfig, mode: str, order: list[int] | None, outputs: list[Any], ctx: ForwardContext):
+        """Merged output of the branch ``outputs`` and the function splitting its gradient per branch."""
+        xp, batch = ctx.xp, ctx.batch_size
         sizes = [y.shape[0] for y in outputs]
         count = len(outputs)
         if mode == "concat":
-            merged = concat_forward(outputs, xp)
+            return concat_forward(outputs, xp), lambda g: concat_backward(g, sizes)
+        if mode == "grid_scatter":
+            if batch != 1:
+                for i, size in enumerate(sizes):
+                    if size % batch:
+                        raise ShapeError(
+                            f"{cfg.path}.branches[{i}]: output length {size} is not a multiple of batch {batch}"
+                        )
+            return (
+                grid_scatter_forward(outputs, order, batch, xp),
+                lambda g: grid_scatter_backward(g, order, sizes, batch, xp),
+            )
+        for i, size in enumerate(sizes):
+            if size != sizes[0]:
+                raise ShapeError(
+                    f"{cfg.path}.branches[{i}]: output size {size} does not match {sizes[0]} "
+                    f"(branch 0) for combine mode {cfg.combine_mode!r}"
+                )
+        if mode == "add":
+            return add_forward(outputs, xp), lambda g: add_backward(g, count)
+        return avg_forward(outputs, xp), lambda g: avg_backward(g, count)
 
-            def split(g: Any) -> list[Any]:
-                return concat_backward(g, sizes)
-        elif mode == "grid_scatter":
-            order = self._cell_order(cfg)
-            for i, size in enumerate(sizes):
-                if size % batch:
-                    raise ShapeError(
-                        f"{cfg.path}.branches[{i}]: output length {size} is not a multiple of batch {batch}"
-                    )
-            merged = grid_scatter_forward(outputs, order, batch, xp)
-
-            def split(g: Any) -> list[Any]:
-                return grid_scatter_backward(g, order, sizes, batch, xp)
-        else:
-            for i, size in enumerate(sizes):
-                if size != sizes[0]:
-                    raise ShapeError(
-                        f"{cfg.path}.branches[{i}]: output size {size} does not match {sizes[0]} "
-                        f"(branch 0) for combine mode {cfg.combine_mode!r}"
-                    )
-            if mode == "add":
-                merged = add_forward(outputs, xp)
-
-                def split(g: Any) -> list[Any]:
-                    return add_backward(g, count)
-            else:
-                merged = avg_forward(outputs, xp)
-
-                def split(g: Any) -> list[Any]:
-                    return avg_backward(g, count)
+    def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
+        mode, forwards, order = memoized(ctx, cfg, lambda: self._plan(cfg))
+        outputs, backprops = [], []
+        for branch_forward, branch in zip(forwards, cfg.branches, strict=True):
+            y, backprop = branch_forward(branch, x, ctx)
+            outputs.append(y)
+            backprops.append(backprop)
+        merged, split = self._merge(cfg, mode, order, outputs, ctx)
 
         def backprop(grad: Any) -> Any:
             grad_x = None
             for branch_backprop, branch_grad in zip(backprops, split(grad), strict=True):
-                d = branch_backprop(branch_grad)
-                grad_x = d if grad_x is None else grad_x + d
+                d = branch_backprop(branch_grad)  # None when the input gradient is not needed
+                if d is not None:
+                    grad_x = d if grad_x is None else grad_x + d
             return grad_x
 
         return merged, backprop

@@ -143,12 +143,16 @@ class RNNKind(_RecurrentKind):
         if cfg.stateful:
             cfg.state["h"] = hs[:, -1, :]
 
+        need_grad_x = ctx.needs_input_grad
+
         def backprop(grad_y: Any) -> Any:
-            grad_x, g_ih, g_hh, g_b = rnn_backward(grad_y.reshape(hs.shape), x3, hs, h0, w_ih, w_hh, xp)
+            grad_x, g_ih, g_hh, g_b = rnn_backward(
+                grad_y.reshape(hs.shape), x3, hs, h0, w_ih, w_hh, xp, need_grad_x=need_grad_x
+            )
             add_grad(cfg, "weight_ih", g_ih)
             add_grad(cfg, "weight_hh", g_hh if g_hh is not None else _zeros_like_param(cfg, "weight_hh", xp))
             add_grad(cfg, "bias_h", g_b)
-            return grad_x.reshape(-1)
+            return None if grad_x is None else grad_x.reshape(-1)
 
         return hs.reshape(-1), backprop
 
@@ -248,12 +252,16 @@ class LSTMKind(_RecurrentKind):
         if cfg.stateful:
             cfg.state["h"], cfg.state["c"] = h_last, c_last
 
+        need_grad_x = ctx.needs_input_grad
+
         def backprop(grad_y: Any) -> Any:
-            grad_x, g_ih, g_hh, g_b = lstm_backward(grad_y.reshape(hs.shape), x3, hs, cache, k_ih, k_hh, xp)
+            grad_x, g_ih, g_hh, g_b = lstm_backward(
+                grad_y.reshape(hs.shape), x3, hs, cache, k_ih, k_hh, xp, need_grad_x=need_grad_x
+            )
             add_grad(cfg, "kernel_ih", g_ih)
             add_grad(cfg, "kernel_hh", g_hh if g_hh is not None else _zeros_like_param(cfg, "kernel_hh", xp))
             add_grad(cfg, "bias", g_b)
-            return grad_x.reshape(-1)
+            return None if grad_x is None else grad_x.reshape(-1)
 
         return hs.reshape(-1), backprop
 
