@@ -30,7 +30,8 @@ __all__ = [
     "parse_network_config",
 ]
 
-#: Every key a LOOM layer object may hold (Go's LayerDefinition), plus loom's extensions.
+#: Every key a LOOM layer object may hold, in Go's LayerDefinition order (also the saved
+#: key order), then loom's extensions.
 LAYER_KEYS = (
     "type",
     "activation",

@@ -23,7 +23,7 @@ import numpy as np
 from loom.backend import Backend, to_numpy
 from loom.errors import ConfigError, ModelFormatError
 from loom.nn import gojson
-from loom.nn.builder import TOP_LEVEL_KEYS, assign_paths, lower_keys, parse_layer
+from loom.nn.builder import LAYER_KEYS, TOP_LEVEL_KEYS, assign_paths, lower_keys, parse_layer
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import kind_for
 from loom.nn.layers.base import spec_int
@@ -40,50 +40,7 @@ __all__ = [
 ]
 
 #: Go's LayerDefinition field order (JSON keys of a saved layer), loom extensions last.
-LAYER_KEY_ORDER = (
-    "type",
-    "activation",
-    "width",
-    "height",
-    "input_size",
-    "output_size",
-    "input_channels",
-    "filters",
-    "kernel_size",
-    "stride",
-    "padding",
-    "input_height",
-    "input_width",
-    "output_height",
-    "output_width",
-    "d_model",
-    "num_heads",
-    "seq_length",
-    "hidden_size",
-    "softmax_variant",
-    "softmax_rows",
-    "softmax_cols",
-    "temperature",
-    "gumbel_noise",
-    "mask",
-    "hierarchy_levels",
-    "adaptive_clusters",
-    "mixture_weights",
-    "entmax_alpha",
-    "norm_size",
-    "epsilon",
-    "branches",
-    "combine_mode",
-    "grid_positions",
-    "grid_output_rows",
-    "grid_output_cols",
-    "grid_output_layers",
-    "num_kv_heads",
-    "head_dim",
-    "causal",
-    "rope_theta",
-    "stateful",
-)
+LAYER_KEY_ORDER = LAYER_KEYS
 
 #: Go's LayerWeights field order.
 WEIGHT_KEY_ORDER = (
