@@ -226,9 +226,7 @@ class Network(IntrospectionMixin):
                 memo[id(self)] = plan
         return plan
 
-    def _forward(
-        self, x: Any, batch_size: int, ctx: ForwardContext | None = None, *, input_grad: bool = True
-    ) -> Any:
+    def _forward(self, x: Any, batch_size: int, ctx: ForwardContext | None = None, *, input_grad: bool = True) -> Any:
         """Run every layer on the flat ``x`` and record the backward tape.
 
         ``ctx`` (default: a fresh one) may be reused between calls; ``input_grad=False``
