@@ -46,15 +46,21 @@ LoadModelFromString = load_model_from_string
 CreateNetworkFromJSON = create_network_from_json
 createNetworkFromJSON = create_network_from_json
 loadLoomNetwork = load_model_from_string
+NewNetwork = new_network
+CallLayerInit = call_layer_init
+ListLayerInitFunctions = list_layer_init_functions
 
 __all__ = [
     "Activation",
+    "CallLayerInit",
     "CreateNetworkFromJSON",
     "DeviationMetrics",
     "GridPosition",
     "LayerConfig",
+    "ListLayerInitFunctions",
     "LoadModelFromString",
     "Network",
+    "NewNetwork",
     "TrainingBatch",
     "TrainingConfig",
     "TrainingResult",

@@ -291,3 +291,15 @@ def test_introspection(backend):
     assert {"method_name", "parameters", "returns"} <= set(info[0])
     with pytest.raises(LoomError, match="method Nope not found"):
         net.get_method_signature("Nope")
+
+
+def test_loom_readme_root_names_and_network_loader(backend):
+    net = loom.NewNetwork(4, 1, 1, 2, backend=backend)
+    net.SetLayer(0, 0, 0, loom.CallLayerInit("InitDenseLayer", 4, 3, 2))
+    net.SetLayer(0, 0, 1, loom.CallLayerInit("InitDenseLayer", 3, 2, 1))
+    assert [f["name"] for f in loom.ListLayerInitFunctions()] == [f["name"] for f in loom.list_layer_init_functions()]
+    text = net.SaveModelToString("m")
+    other = loom.create_network_from_json(dense_config(layers_per_cell=2), backend=backend, seed=9)
+    assert other.LoadModelFromString(text, "m") is other
+    x = [0.1, 0.2, 0.3, 0.4]
+    np.testing.assert_array_equal(loom.to_numpy(other.forward(x)), loom.to_numpy(net.forward(x)))

@@ -462,6 +462,20 @@ class Network(IntrospectionMixin):
         """Per-layer gradient dictionaries (LOOM name)."""
         return self.kernel_gradients()
 
+    def load_model_from_string(self, text: str, model_id: str | None = None) -> Network:
+        """Replace this network's grid, layers and weights with a LOOM bundle's (returns self)."""
+        from loom.nn.serialization import load_model_from_string
+
+        loaded = load_model_from_string(text, model_id, backend=self._backend)
+        self.grid_rows, self.grid_cols = loaded.grid_rows, loaded.grid_cols
+        self.layers_per_cell, self.batch_size, self.layers = loaded.layers_per_cell, loaded.batch_size, loaded.layers
+        self._activations, self._tape = [], None
+        return self
+
+    def LoadModelFromString(self, text: str, model_id: str | None = None) -> Network:
+        """LOOM README name of :meth:`load_model_from_string`."""
+        return self.load_model_from_string(text, model_id)
+
 
 def create_network_from_json(
     config: str | bytes | dict[str, Any], *, backend: str | Backend | None = None, seed: int | None = None
