@@ -36,6 +36,7 @@ __all__ = [
     "backend_of",
     "cupy_available",
     "current_backend",
+    "device_constant",
     "get_backend",
     "resolve_backend",
     "set_backend",
@@ -274,6 +275,28 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
         yield backend
     finally:
         _current.reset(token)
+
+
+_DEVICE_CONSTANTS: dict[tuple[Any, ...], Any] = {}
+_DEVICE_CONSTANTS_MAX = 256
+
+
+def device_constant(xp: Any, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``xp.asarray(make())``, built and copied to the device once per (namespace, device, key).
+
+    For lookup tables that layer math needs on every call (RoPE tables, causal
+    masks): without it a GPU forward pass would copy them host-to-device each
+    time. Callers must not modify the returned array in place.
+    """
+    name = getattr(xp, "__name__", type(xp).__name__)
+    device = _cupy_backend().raw.cuda.Device().id if "cupy" in name else None
+    full_key = (name, device, *key)
+    array = _DEVICE_CONSTANTS.get(full_key)
+    if array is None:
+        if len(_DEVICE_CONSTANTS) >= _DEVICE_CONSTANTS_MAX:
+            _DEVICE_CONSTANTS.clear()
+        array = _DEVICE_CONSTANTS[full_key] = xp.asarray(make())
+    return array
 
 
 def backend_of(array: Any) -> Backend:

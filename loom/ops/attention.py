@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from loom.backend import device_constant
+
 __all__ = [
     "AttentionCache",
     "mha_backward",
@@ -77,8 +79,10 @@ def rope_tables(seq: int, head_dim: int, theta: float, xp: Any) -> tuple[Any, An
     cos, sin : arrays, shape [seq, head_dim // 2]
         ``float32(cos(pos / theta^(2i/hd)))`` with the angle in float64, as Go.
     """
-    cos, sin = _rope_tables_np(int(seq), int(head_dim), float(theta))
-    return xp.asarray(cos), xp.asarray(sin)
+    key = ("loom_rope", int(seq), int(head_dim), float(theta))
+    cos = device_constant(xp, (*key, "cos"), lambda: _rope_tables_np(*key[1:])[0])
+    sin = device_constant(xp, (*key, "sin"), lambda: _rope_tables_np(*key[1:])[1])
+    return cos, sin
 
 
 def _swap_halves(v: Any, half: int, xp: Any) -> Any:
@@ -164,8 +168,9 @@ def mha_forward(
     groups = heads // kv_heads
     rotated = heads + kv_heads
     scale = float(np.float32(1.0 / math.sqrt(head_dim)))
-    cos_np, sin_np = _rope_apply_tables_np(seq, head_dim, float(rope_theta), heads, kv_heads, scale)
-    cos, sin = xp.asarray(cos_np), xp.asarray(sin_np)  # [H+Hk, S, hd]
+    key = ("loom_mha_rope", seq, head_dim, float(rope_theta), heads, kv_heads, scale)
+    cos = device_constant(xp, (*key, "cos"), lambda: _rope_apply_tables_np(*key[1:])[0])  # [H+Hk, S, hd]
+    sin = device_constant(xp, (*key, "sin"), lambda: _rope_apply_tables_np(*key[1:])[1])  # [H+Hk, S, hd]
     x2 = x.reshape(batch * seq, d_model)  # [B*S, d]
     w_qkv = xp.concat([wq, wk, wv], axis=1)  # [d, (H+2Hk)*hd]
     qkv = x2 @ w_qkv + xp.concat([bq, bk, bv])  # [B*S, d] @ [d, (H+2Hk)*hd] -> [B*S, (H+2Hk)*hd]
@@ -178,8 +183,9 @@ def mha_forward(
     v = qkv[:, rotated:]  # [B, Hk, S, hd]
     scores = q @ xp.matrix_transpose(k)  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
     if causal:
-        mask = xp.asarray(_causal_mask_np(seq, groups))  # [g*S, S]
-        scores = xp.where(mask, scores, xp.asarray(MASK_VALUE, dtype=scores.dtype))
+        mask = device_constant(xp, ("loom_causal_mask", seq, groups), lambda: _causal_mask_np(seq, groups))  # [g*S, S]
+        fill = device_constant(xp, ("loom_mask_value", str(scores.dtype)), lambda: np.asarray(MASK_VALUE, scores.dtype))
+        scores = xp.where(mask, scores, fill)
     exp = xp.exp(scores - xp.max(scores, axis=-1, keepdims=True))  # [B, Hk, g*S, S]
     probs = exp / xp.sum(exp, axis=-1, keepdims=True)
     context = probs @ v  # [B, Hk, g*S, S] @ [B, Hk, S, hd] -> [B, Hk, g*S, hd]
