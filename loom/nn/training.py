@@ -20,6 +20,7 @@ import numpy as np
 
 from loom.backend import resolve_backend, to_numpy
 from loom.errors import ConfigError, ShapeError, TrainingDivergedError
+from loom.nn.fused import FusedTrainer
 from loom.ops.losses import clip_by_global_norm, loss_and_grad, normalize_loss_type
 
 __all__ = ["TrainingBatch", "TrainingConfig", "TrainingResult", "go_duration", "train_network"]
@@ -375,16 +376,21 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
     print_batches = cfg.verbose or cfg.print_every_batch > 0
     every = max(cfg.print_every_batch, 1)
     start = time.perf_counter()
-    sgd = _FlatSGD(net)
+    fused = FusedTrainer.build(net)
+    sgd = None if fused is not None else _FlatSGD(net)
     ctx = net._training_context()  # reused by every step: configs do not change while training
     try:
         for epoch in range(cfg.epochs):
             epoch_start = time.perf_counter()
-            sgd.new_epoch()
+            if sgd is not None:
+                sgd.new_epoch()
             total = 0.0
             for b, (x, target, batch_size) in enumerate(data):
-                y = net._forward(x, batch_size, ctx, input_grad=False)
-                loss, grad = loss_and_grad(loss_type, y, target, xp)
+                if fused is not None:  # forward, loss, backward and update in one compiled call
+                    loss = fused.step(x, target, batch_size, loss_type, lr, clip, cfg.raise_on_divergence)
+                else:
+                    y = net._forward(x, batch_size, ctx, input_grad=False)
+                    loss, grad = loss_and_grad(loss_type, y, target, xp)
                 if not math.isfinite(loss) and cfg.raise_on_divergence:
                     raise TrainingDivergedError(
                         f"training diverged: loss is {loss} at epoch {epoch + 1}, batch {b + 1} "
@@ -393,8 +399,9 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
                         batch=b + 1,
                     )
                 total += loss
-                net._backward(grad, False, sgd.layers)
-                sgd.step(lr, clip)
+                if fused is None:
+                    net._backward(grad, False, sgd.layers)
+                    sgd.step(lr, clip)
                 if print_batches and (b + 1) % every == 0:
                     out.write(f"\rEpoch {epoch + 1}/{cfg.epochs} - Batch {b + 1}/{len(data)} - Loss: {loss:.6f}")
             avg = total / len(data)
@@ -408,6 +415,8 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
                     f"Throughput: {samples_per_epoch / max(elapsed, 1e-12):.0f} samples/sec\n"
                 )
                 if (epoch + 1) % 5 == 0:
+                    if fused is not None:
+                        fused.export_grads()
                     _print_gradient_stats(net, out)
             if (
                 cfg.evaluate_every_n > 0
@@ -428,7 +437,11 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
                 progress.update(1)
                 progress.set_postfix(loss=f"{avg:.6f}")
     finally:
-        sgd.finish()
+        if fused is not None:
+            fused.export_grads()
+            net._activations, net._tape = [], None  # the fused step records no layer-by-layer tape
+        else:
+            sgd.finish()
         if progress is not None:
             progress.close()
     net._backend.synchronize()

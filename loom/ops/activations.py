@@ -14,9 +14,11 @@ import difflib
 import math
 from collections.abc import Callable
 from enum import IntEnum
+from functools import partial
 from typing import Any
 
 from loom.errors import ConfigError
+from loom.ops.scalars import constant, elementwise
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -25,6 +27,7 @@ __all__ = [
     "activation_backward",
     "activation_derivative",
     "activation_from_name",
+    "activation_kernels",
     "activation_name",
     "erf",
 ]
@@ -133,8 +136,24 @@ def erf(x: Any, xp: Any) -> Any:
     return sign * (1.0 - poly * xp.exp(-a * a))
 
 
-def _sigmoid(x: Any, xp: Any) -> Any:
-    return 1.0 / (1.0 + xp.exp(-x))
+def _sigmoid(x: Any, xp: Any, one: Any = 1.0) -> Any:
+    return one / (one + xp.exp(-x))
+
+
+def _scaled_relu(x: Any, xp: Any, slope: Any = SCALED_RELU_SLOPE, zero: Any = 0.0) -> Any:
+    return xp.maximum(x * slope, zero)  # = where(x > 0, 1.1 x, 0)
+
+
+def _scaled_relu_backward(grad_y: Any, y: Any, sign: Any, slope: Any = SCALED_RELU_SLOPE) -> Any:
+    return grad_y * (sign(y) * slope)  # y = max(1.1 x, 0) is > 0 exactly where x > 0
+
+
+def _sigmoid_backward(grad_y: Any, y: Any, xp: Any, one: Any = 1.0) -> Any:
+    return grad_y * (y * (one - y))
+
+
+def _tanh_backward(grad_y: Any, y: Any, xp: Any, one: Any = 1.0) -> Any:
+    return grad_y * (one - y * y)
 
 
 def _softplus(x: Any, xp: Any) -> Any:
@@ -149,7 +168,7 @@ def _zero_like(x: Any) -> Any:
 _Fn = Callable[[Any, Any], Any]
 
 _FORWARD: dict[int, _Fn] = {
-    0: lambda x, xp: xp.maximum(x * SCALED_RELU_SLOPE, 0.0),  # = where(x > 0, 1.1 x, 0)
+    0: _scaled_relu,
     1: _sigmoid,
     2: lambda x, xp: xp.tanh(x),
     3: _softplus,
@@ -203,6 +222,27 @@ def activate(x: Any, act: int, xp: Any) -> Any:
     return (forward or _FORWARD.get(int(act), _FORWARD[5]))(x, xp)
 
 
+def activation_kernels(act: int, xp: Any, dtype: Any) -> tuple[Callable[[Any], Any], Callable[[Any, Any, Any], Any]]:
+    """``forward(x)`` and ``backward(grad_y, pre, y)`` of activation ``act`` with their constants bound once.
+
+    Same math as :func:`activate` / :func:`activation_backward`; on NumPy the constants are
+    0-d arrays of ``dtype`` (see :mod:`loom.ops.scalars`), which halves the cost of each
+    call on tiny arrays. For code that applies one activation many times.
+    """
+    act = int(act)
+    if act == 0:
+        slope, zero = constant(SCALED_RELU_SLOPE, xp, dtype), constant(0.0, xp, dtype)
+        forward = partial(_scaled_relu, xp=xp, slope=slope, zero=zero)
+        sign = elementwise(xp, "sign")
+        return forward, lambda grad_y, pre, y: _scaled_relu_backward(grad_y, y, sign, slope)
+    if act in (1, 2):
+        one = constant(1.0, xp, dtype)
+        if act == 1:
+            return partial(_sigmoid, xp=xp, one=one), lambda grad_y, pre, y: _sigmoid_backward(grad_y, y, xp, one)
+        return xp.tanh, lambda grad_y, pre, y: _tanh_backward(grad_y, y, xp, one)
+    return partial(activate, act=act, xp=xp), partial(activation_backward, act=act, xp=xp)
+
+
 def activation_derivative(pre: Any, act: int, xp: Any) -> Any:
     """Derivative of activation ``act`` evaluated at the pre-activation ``pre``."""
     return _DERIVATIVE.get(int(act), _DERIVATIVE[5])(pre, xp)
@@ -216,11 +256,13 @@ def activation_backward(grad_y: Any, pre: Any, y: Any, act: int, xp: Any) -> Any
     is ``y / x``, equal to float rounding).
     """
     if act == 0:  # ScaledReLU
-        return (grad_y * SCALED_RELU_SLOPE) * (pre > 0).astype(grad_y.dtype)  # method: no wrapper call
+        if y is None:
+            return (grad_y * SCALED_RELU_SLOPE) * (pre > 0).astype(grad_y.dtype)  # method: no wrapper call
+        return _scaled_relu_backward(grad_y, y, xp.sign)
     if act == 1:  # sigmoid
-        return grad_y * (y * (1.0 - y))
+        return _sigmoid_backward(grad_y, y, xp)
     if act == 2:  # tanh
-        return grad_y * (1.0 - y * y)
+        return _tanh_backward(grad_y, y, xp)
     if act == 5:  # identity
         return grad_y
     if act == 6 and y is not None:  # GELU: Phi(x) = y / x saves recomputing erf

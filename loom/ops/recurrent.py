@@ -15,13 +15,21 @@ Gradients are sums over the batch, as LOOM computes them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 __all__ = [
+    "GateConstants",
     "lstm_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
     "lstm_forward",
+    "lstm_gate_constants",
     "rnn_backward",
     "rnn_forward",
+    "rnn_step",
+    "rnn_step_backward",
     "sigmoid",
 ]
 
@@ -32,6 +40,19 @@ def sigmoid(x: Any, xp: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- RNN
+def rnn_step(pre: Any, xp: Any) -> Any:
+    """Hidden state from the pre-activation ``x W_ih^T + h W_hh^T + b`` of one step: ``tanh(pre)``."""
+    return xp.tanh(pre)
+
+
+def rnn_step_backward(grad_h: Any, h: Any, one: Any = 1.0) -> Any:
+    """Gradient w.r.t. the pre-activation of one step, from ``dL/dh`` and ``h = tanh(pre)``.
+
+    ``one``: the constant 1 (a prebuilt 0-d array on NumPy's fast path, :mod:`loom.ops.scalars`).
+    """
+    return grad_h * (one - h * h)
+
+
 def rnn_forward(x: Any, w_ih: Any, w_hh: Any, bias: Any, h0: Any, xp: Any) -> Any:
     """Forward pass of LOOM's tanh RNN.
 
@@ -52,12 +73,12 @@ def rnn_forward(x: Any, w_ih: Any, w_hh: Any, bias: Any, h0: Any, xp: Any) -> An
     pre_x = x @ w_ih.T + bias  # [B, S, I] @ [I, H] -> [B, S, H]
     seq = x.shape[1]
     if seq == 1 and h0 is None:
-        return xp.tanh(pre_x)
+        return rnn_step(pre_x, xp)
     h = h0
     states = []
     for t in range(seq):
         pre = pre_x[:, t, :] if h is None else pre_x[:, t, :] + h @ w_hh.T  # [B, H]
-        h = xp.tanh(pre)
+        h = rnn_step(pre, xp)
         states.append(h)
     return xp.stack(states, axis=1)
 
@@ -85,14 +106,14 @@ def rnn_backward(
     batch, seq, n_in = x.shape
     hidden = hs.shape[2]
     if seq == 1:
-        d_pre = grad_hs * (1.0 - hs * hs)  # [B, 1, H]
+        d_pre = rnn_step_backward(grad_hs, hs)  # [B, 1, H]
     else:
         d_pres = [None] * seq
         carry = None
         for t in range(seq - 1, -1, -1):
             h_t = hs[:, t, :]
             dh = grad_hs[:, t, :] if carry is None else grad_hs[:, t, :] + carry
-            d_t = dh * (1.0 - h_t * h_t)  # [B, H]
+            d_t = rnn_step_backward(dh, h_t)  # [B, H]
             d_pres[t] = d_t
             carry = d_t @ w_hh  # [B, H] @ [H, H] -> [B, H]
         d_pre = xp.stack(d_pres, axis=1)
@@ -118,19 +139,58 @@ def _recurrent_weight_grad(d_pre: Any, hs: Any, h0: Any, xp: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- LSTM
-def _lstm_cell(z: Any, c_prev: Any, hidden: int, xp: Any) -> tuple[Any, Any, Any, Any]:
+class GateConstants(NamedTuple):
+    """``[1, 4H]`` rows that turn one ``tanh`` into the four LSTM gates, and the constant 1.
+
+    ``sigmoid(z) = 0.5 tanh(z / 2) + 0.5``, so with ``t = tanh(z * scale)`` every gate is
+    ``t * mul + add`` (``scale = mul = 1/2, add = 1/2`` on the i, f, o blocks; ``1, 1, 0``
+    on the g block) and every derivative is ``(1 - t^2) * slope`` (``1/4`` or ``1``).
+    """
+
+    scale: Any
+    mul: Any
+    add: Any
+    slope: Any
+    one: Any
+
+
+_GATE_CONSTANTS: dict[tuple[Any, ...], GateConstants] = {}
+
+
+def lstm_gate_constants(hidden: int, like: Any, xp: Any) -> GateConstants:
+    """The :class:`GateConstants` of ``hidden`` units in ``like``'s dtype and device (built once)."""
+    key = (hidden, str(like.dtype), str(getattr(like, "device", "")), getattr(xp, "__name__", ""))
+    consts = _GATE_CONSTANTS.get(key)
+    if consts is None:
+
+        def blocks(sigmoid_value: float, tanh_value: float) -> Any:
+            values = np.full(4 * hidden, sigmoid_value)
+            values[2 * hidden : 3 * hidden] = tanh_value  # the g block
+            return xp.asarray(values.astype(like.dtype).reshape(1, -1))  # [1, 4H]: same-shape fast path at B = 1
+
+        one = xp.asarray(np.asarray(1.0, dtype=like.dtype))
+        consts = GateConstants(blocks(0.5, 1.0), blocks(0.5, 1.0), blocks(0.5, 0.0), blocks(0.25, 1.0), one)
+        _GATE_CONSTANTS[key] = consts
+    return consts
+
+
+def lstm_cell(
+    z: Any, c_prev: Any, hidden: int, xp: Any, consts: GateConstants | None = None
+) -> tuple[Any, Any, Any, Any, Any]:
     """One LSTM step from the gate pre-activations ``z [B, 4H]`` and the previous cell (``None`` = zeros).
 
-    Returns the gate activations ``[B, 4H]`` (sigmoid; tanh for the g block), the cell ``c``,
-    ``tanh(c)`` and the hidden state ``h``.
+    Returns the gate activations ``[B, 4H]`` (sigmoid; tanh for the g block), their ``tanh``
+    form ``t`` (for the backward pass), the cell ``c``, ``tanh(c)`` and the hidden state ``h``.
+    ``consts``: :func:`lstm_gate_constants` (looked up when omitted).
     """
-    gates = 1.0 / (1.0 + xp.exp(-z))  # sigmoid of every block, g block replaced below
-    g = xp.tanh(z[:, 2 * hidden : 3 * hidden])
-    gates[:, 2 * hidden : 3 * hidden] = g
-    i_gate = gates[:, :hidden]
-    c = i_gate * g if c_prev is None else gates[:, hidden : 2 * hidden] * c_prev + i_gate * g
+    if consts is None:
+        consts = lstm_gate_constants(hidden, z, xp)
+    t = xp.tanh(z * consts.scale)  # [B, 4H]
+    gates = t * consts.mul + consts.add  # sigmoid on i, f, o; tanh on g
+    i_gate, g_gate = gates[:, :hidden], gates[:, 2 * hidden : 3 * hidden]
+    c = i_gate * g_gate if c_prev is None else gates[:, hidden : 2 * hidden] * c_prev + i_gate * g_gate
     ct = xp.tanh(c)
-    return gates, c, ct, gates[:, 3 * hidden :] * ct
+    return gates, t, c, ct, gates[:, 3 * hidden :] * ct
 
 
 def lstm_forward(
@@ -160,21 +220,30 @@ def lstm_forward(
     hidden = kernel_hh.shape[0]
     if seq == 1 and h0 is None:  # one step from a zero state: no recurrent product, no 3-D work
         z = x.reshape(batch, n_in) @ kernel_ih + bias  # [B, I] @ [I, 4H] -> [B, 4H]
-        gates, c, ct, h = _lstm_cell(z, c0, hidden, xp)
-        cache = {"gates": [gates], "cells": [c], "tanh_cells": [ct], "c0": c0, "h0": None}
+        gates, t, c, ct, h = lstm_cell(z, c0, hidden, xp)
+        cache = {"gates": [gates], "tanh_gates": [t], "cells": [c], "tanh_cells": [ct], "c0": c0, "h0": None}
         return h.reshape(batch, 1, hidden), h, c, cache
     pre_x = x @ kernel_ih + bias  # [B, S, I] @ [I, 4H] -> [B, S, 4H]
     h, c = h0, c0
-    gates_list, cells, tanh_cells, states = [], [], [], []
-    for t in range(seq):
-        z = pre_x[:, t, :] if h is None else pre_x[:, t, :] + h @ kernel_hh  # [B, 4H]
-        gates, c, ct, h = _lstm_cell(z, c, hidden, xp)
+    consts = lstm_gate_constants(hidden, pre_x, xp)
+    gates_list, tanh_gates, cells, tanh_cells, states = [], [], [], [], []
+    for step in range(seq):
+        z = pre_x[:, step, :] if h is None else pre_x[:, step, :] + h @ kernel_hh  # [B, 4H]
+        gates, t, c, ct, h = lstm_cell(z, c, hidden, xp, consts)
         gates_list.append(gates)
+        tanh_gates.append(t)
         cells.append(c)
         tanh_cells.append(ct)
         states.append(h)
     hs = states[0][:, None, :] if seq == 1 else xp.stack(states, axis=1)
-    cache = {"gates": gates_list, "cells": cells, "tanh_cells": tanh_cells, "c0": c0, "h0": h0}
+    cache = {
+        "gates": gates_list,
+        "tanh_gates": tanh_gates,
+        "cells": cells,
+        "tanh_cells": tanh_cells,
+        "c0": c0,
+        "h0": h0,
+    }
     return hs, h, c, cache
 
 
@@ -207,20 +276,23 @@ def lstm_backward(
     """
     batch, seq, n_in = x.shape
     hidden = kernel_hh.shape[0]
-    gates_list, cells, tanh_cells = cache["gates"], cache["cells"], cache["tanh_cells"]
+    gates_list, tanh_gates, cells, tanh_cells = cache["gates"], cache["tanh_gates"], cache["cells"], cache["tanh_cells"]
     c0, h0 = cache["c0"], cache["h0"]
     if seq == 1 and h0 is None:  # one step from a zero hidden state: no recurrent gradient, no 3-D work
-        d2, _ = _lstm_cell_backward(grad_hs[:, 0, :], None, gates_list[0], tanh_cells[0], c0, hidden, xp)
+        d2, _ = lstm_cell_backward(grad_hs[:, 0, :], None, gates_list[0], tanh_gates[0], tanh_cells[0], c0, hidden, xp)
         grad_kernel_ih = x.reshape(batch, n_in).T @ d2  # [I, B] @ [B, 4H] -> [I, 4H]
         grad_bias = d2[0] if batch == 1 else xp.sum(d2, axis=0)
         grad_x = (d2 @ kernel_ih.T).reshape(batch, 1, n_in) if need_grad_x else None
         return grad_x, grad_kernel_ih, None, grad_bias
     d_zs = [None] * seq
     dh_carry = dc_carry = None
+    consts = lstm_gate_constants(hidden, gates_list[0], xp)
     for t in range(seq - 1, -1, -1):
         dh = grad_hs[:, t, :] if dh_carry is None else grad_hs[:, t, :] + dh_carry
         c_prev = cells[t - 1] if t > 0 else c0
-        d_z, dc = _lstm_cell_backward(dh, dc_carry, gates_list[t], tanh_cells[t], c_prev, hidden, xp)
+        d_z, dc = lstm_cell_backward(
+            dh, dc_carry, gates_list[t], tanh_gates[t], tanh_cells[t], c_prev, hidden, xp, consts
+        )
         d_zs[t] = d_z
         if t > 0 or h0 is not None:
             dh_carry = d_z @ kernel_hh.T  # [B, 4H] @ [4H, H] -> [B, H]
@@ -235,23 +307,34 @@ def lstm_backward(
     return grad_x, grad_kernel_ih, grad_kernel_hh, grad_bias
 
 
-def _lstm_cell_backward(
-    dh: Any, dc_carry: Any, gates: Any, ct: Any, c_prev: Any, hidden: int, xp: Any
+def lstm_cell_backward(
+    dh: Any,
+    dc_carry: Any,
+    gates: Any,
+    tanh_gates: Any,
+    ct: Any,
+    c_prev: Any,
+    hidden: int,
+    xp: Any,
+    consts: GateConstants | None = None,
 ) -> tuple[Any, Any]:
     """Gradient of one LSTM step: ``dL/dz [B, 4H]`` and ``dL/dc`` of this step's cell.
 
     ``dh``: gradient reaching ``h``; ``dc_carry``: gradient from the next step's cell (``None`` = zero);
-    ``gates``, ``ct``: as from :func:`_lstm_cell`; ``c_prev``: previous cell (``None`` = zeros).
+    ``gates``, ``tanh_gates``, ``ct``: as from :func:`lstm_cell`; ``c_prev``: previous cell (``None`` = zeros).
     """
+    if consts is None:
+        consts = lstm_gate_constants(hidden, gates, xp)
+    one = consts.one
     i_gate = gates[:, :hidden]
     g_gate = gates[:, 2 * hidden : 3 * hidden]
-    dc = dh * gates[:, 3 * hidden :] * (1.0 - ct * ct)
+    dc = dh * gates[:, 3 * hidden :] * (one - ct * ct)
     if dc_carry is not None:
         dc = dc + dc_carry
-    slope = gates * (1.0 - gates)  # sigmoid'(z) = s (1 - s) for i, f, o
-    slope[:, 2 * hidden : 3 * hidden] = 1.0 - g_gate * g_gate  # tanh'(z) for g
+    slope = (one - tanh_gates * tanh_gates) * consts.slope  # sigmoid' = s (1 - s) on i, f, o; tanh' on g
     if c_prev is None:  # zero previous cell: the forget gate gets no gradient
         slope[:, hidden : 2 * hidden] = 0.0
         c_prev = ct  # any finite value: multiplied by the zero slope
-    d_z = xp.concat([dc * g_gate, dc * c_prev, dc * i_gate, dh * ct], axis=1) * slope  # [B, 4H]
+    # [dc g, dc c_prev, dc i, dh tanh(c)] * slope, as two [B, 4H] products
+    d_z = xp.concat([dc, dc, dc, dh], axis=1) * xp.concat([g_gate, c_prev, i_gate, ct], axis=1) * slope  # [B, 4H]
     return d_z, dc

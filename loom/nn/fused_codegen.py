@@ -1,0 +1,428 @@
+"""Straight-line Python source of one fused training step (forward, loss, backward, SGD update).
+
+:class:`~loom.nn.fused.FusedTrainer` lays the parameters out; this module turns the
+network into a graph of *stages* (one per top-level layer) and writes one Python
+function per batch size whose body is the step spelled out call by call, with every
+buffer, kernel and bound merge function a global of the function. On networks of a
+few hundred weights the interpreter's attribute lookups, loops and method calls cost
+as much as the arithmetic; straight-line code with local variables removes them.
+
+Graph pieces, each emitting its own lines:
+
+* affine leaves (Dense, one-step stateless RNN / LSTM) take their columns of the
+  stage's block product ``z = [x, 1] @ block``; column-adjacent Dense leaves with the
+  same activation form one *unit* (one activation call);
+* kind leaves run their layer kind's ``forward`` / ``backprop`` and copy gradients
+  into the flat buffer;
+* Parallel merges call :mod:`loom.ops.combine`, bound once the first step has checked
+  the branch output sizes with ParallelKind's own messages.
+
+The math is the ops' own (activation kernels, RNN step, LSTM cell, combine functions).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+from loom.errors import ShapeError
+from loom.nn.layer_config import LayerConfig
+from loom.nn.layers.base import ForwardContext, kind_for
+from loom.nn.layers.parallel import ParallelKind
+from loom.ops.activations import activation_kernels
+from loom.ops.combine import (
+    add_backward,
+    add_forward,
+    avg_backward,
+    avg_forward,
+    concat_backward,
+    concat_forward,
+    grid_scatter_backward,
+    grid_scatter_forward,
+)
+from loom.ops.losses import loss_and_grad
+from loom.ops.recurrent import lstm_cell, lstm_cell_backward, lstm_gate_constants, rnn_step, rnn_step_backward
+from loom.ops.scalars import constant
+
+__all__ = ["affine_columns", "compile_step"]
+
+_PARALLEL = ParallelKind()
+
+
+def affine_columns(cfg: LayerConfig) -> int:
+    """Columns a layer takes in an augmented weight block (0: not an affine leaf)."""
+    if cfg.type == "dense":
+        return cfg.output_size
+    if cfg.type in ("rnn", "lstm") and cfg.seq_length == 1 and not cfg.stateful:
+        return cfg.hidden_size * (4 if cfg.type == "lstm" else 1)
+    return 0
+
+
+class _Source:
+    """The generated function's lines and the globals they read."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw  # the array module (NumPy / CuPy) of the buffers
+        self.names: dict[str, Any] = {}
+        self.forward: list[str] = []
+        self._count = 0
+
+    def bind(self, value: Any, hint: str) -> str:
+        """A global name holding ``value``."""
+        name = self.local(hint)
+        self.names[name] = value
+        return name
+
+    def local(self, hint: str) -> str:
+        """A fresh variable name."""
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+
+# ------------------------------------------------------------------------------------------ leaves
+class _DenseLeaf:
+    """``y = act(z)`` (an activation kernel with its constants bound)."""
+
+    def __init__(self, cfg: LayerConfig, xp: Any, like: Any) -> None:
+        self.act = int(cfg.activation)
+        self.kernels = activation_kernels(self.act, xp, like.dtype)
+        self.z = self.y = ""
+
+    def emit_forward(self, src: _Source, z: str) -> str:
+        self.z, self.y = z, src.local("y")
+        src.forward.append(f"{self.y} = {src.bind(self.kernels[0], 'act')}({z})")
+        return self.y
+
+    def emit_backward(self, src: _Source, lines: list[str], grad_y: str) -> str:
+        grad_z = src.local("gz")
+        lines.append(f"{grad_z} = {src.bind(self.kernels[1], 'act_bw')}({grad_y}, {self.z}, {self.y})")
+        return grad_z
+
+
+class _RNNLeaf:
+    """One RNN step from a zero state: ``h = tanh(z)``."""
+
+    def __init__(self, cfg: LayerConfig, xp: Any, like: Any) -> None:
+        self.xp, self.one = xp, constant(1.0, xp, like.dtype)
+        self.h = ""
+
+    def emit_forward(self, src: _Source, z: str) -> str:
+        self.h = src.local("h")
+        src.forward.append(f"{self.h} = {src.bind(rnn_step, 'rnn')}({z}, {src.bind(self.xp, 'xp')})")
+        return self.h
+
+    def emit_backward(self, src: _Source, lines: list[str], grad_h: str) -> str:
+        grad_z = src.local("gz")
+        lines.append(
+            f"{grad_z} = {src.bind(rnn_step_backward, 'rnn_bw')}({grad_h}, {self.h}, {src.bind(self.one, 'one')})"
+        )
+        return grad_z
+
+
+class _LSTMLeaf:
+    """One LSTM step from zero states; ``z`` holds the ``[i, f, g, o]`` gate pre-activations."""
+
+    def __init__(self, cfg: LayerConfig, xp: Any, like: Any) -> None:
+        self.hidden, self.xp = cfg.hidden_size, xp
+        self.consts = lstm_gate_constants(cfg.hidden_size, like, xp)
+        self.gates = self.tanh_gates = self.tanh_cell = ""
+
+    def _args(self, src: _Source) -> str:
+        return f"{self.hidden}, {src.bind(self.xp, 'xp')}, {src.bind(self.consts, 'gate_consts')}"
+
+    def emit_forward(self, src: _Source, z: str) -> str:
+        self.gates, self.tanh_gates, self.tanh_cell = src.local("gates"), src.local("tg"), src.local("ct")
+        h, cell = src.local("h"), src.bind(lstm_cell, "lstm_cell")
+        src.forward.append(
+            f"{self.gates}, {self.tanh_gates}, _, {self.tanh_cell}, {h} = {cell}({z}, None, {self._args(src)})"
+        )
+        return h
+
+    def emit_backward(self, src: _Source, lines: list[str], grad_h: str) -> str:
+        grad_z, cell_bw = src.local("gz"), src.bind(lstm_cell_backward, "lstm_bw")
+        saved = f"{self.gates}, {self.tanh_gates}, {self.tanh_cell}"
+        lines.append(f"{grad_z} = {cell_bw}({grad_h}, None, {saved}, None, {self._args(src)})[0]")
+        return grad_z
+
+
+_LEAF_TYPES = {"dense": _DenseLeaf, "rnn": _RNNLeaf, "lstm": _LSTMLeaf}
+
+
+# ------------------------------------------------------------------------------------------ graph nodes
+class _AffineSlot:
+    """An affine leaf: columns ``[start, stop)`` of its stage's block, output ``[B, width]``."""
+
+    def __init__(self, leaf: Any, start: int, stop: int, batch: int) -> None:
+        self.leaf, self.start, self.stop = leaf, start, stop
+        self.shape = (batch, (stop - start) // (4 if type(leaf) is _LSTMLeaf else 1))  # LSTM: 4H columns, H outputs
+        self.var = self.grad_var = ""  # names of its flat output and output gradient in the source
+
+
+class _KindSlot:
+    """A layer run through its kind's ``forward`` / ``backprop`` (gradients copied into the buffer)."""
+
+    def __init__(
+        self, cfg: LayerConfig, ctx: ForwardContext, batch: int, grad_views: list[tuple[LayerConfig, str, Any]]
+    ) -> None:
+        self.cfg, self.ctx, self.batch, self.grad_views = cfg, ctx, batch, grad_views
+        self.forward_fn = kind_for(cfg.type).forward
+        self.backprop: Any = None
+        self.var = self.grad_var = ""
+
+    def run(self, x: Any, needs_input_grad: bool) -> Any:
+        """The layer's output for the flat input ``x`` (keeps its backprop)."""
+        ctx = self.ctx
+        ctx.batch_size, ctx.needs_input_grad = self.batch, needs_input_grad
+        out, self.backprop = self.forward_fn(self.cfg, x, ctx)
+        return out
+
+    def run_backward(self, grad: Any) -> Any:
+        """The input gradient (``None`` when not needed); parameter gradients into the flat buffer."""
+        self.cfg.grads = {}
+        grad_x = self.backprop(grad)
+        grads = self.cfg.grads
+        for _, name, view in self.grad_views:
+            value = grads.get(name)
+            view[...] = 0.0 if value is None else value
+        return grad_x
+
+
+class _Merge:
+    """A Parallel layer's merge of its branches' flat outputs and the split of the gradient."""
+
+    def __init__(self, cfg: LayerConfig, children: list[Any], ctx: ForwardContext, batch: int) -> None:
+        self.cfg, self.children, self.ctx, self.batch = cfg, children, ctx, batch
+        self.mode, _, self.order = _PARALLEL._plan(cfg)
+        self.merge: Any = None  # bound at the first step, once the branch output sizes are checked
+        self.split: Any = None
+        self.var = self.grad_var = ""
+
+    def forward(self, outputs: list[Any]) -> Any:
+        """The merged flat output (first call: ParallelKind's checks, then bind the merge functions)."""
+        if self.merge is None:
+            self._bind(outputs)
+        return self.merge(outputs)
+
+    def _bind(self, outputs: list[Any]) -> None:
+        ctx, batch, order, xp = self.ctx, self.batch, self.order, self.ctx.xp
+        ctx.batch_size = batch
+        _PARALLEL._merge(self.cfg, self.mode, order, outputs, ctx)  # raises ShapeError on a size mismatch
+        sizes, count = [y.shape[0] for y in outputs], len(outputs)
+        if self.mode == "grid_scatter":
+            self.merge = partial(grid_scatter_forward, order=order, batch=batch, xp=xp)
+            self.split = partial(grid_scatter_backward, order=order, sizes=sizes, batch=batch, xp=xp)
+        elif self.mode == "concat":
+            self.merge, self.split = partial(concat_forward, xp=xp), partial(concat_backward, sizes=sizes)
+        elif self.mode == "add":
+            self.merge, self.split = partial(add_forward, xp=xp), partial(add_backward, count=count)
+        else:
+            self.merge, self.split = partial(avg_forward, xp=xp), partial(avg_backward, count=count)
+
+    def split_grad(self, grad: Any) -> list[Any]:
+        """One gradient per branch."""
+        return self.split(grad)
+
+
+class _Unit:
+    """Column-adjacent affine leaves run by one call: a lone leaf, or Dense leaves sharing an activation."""
+
+    def __init__(self, slots: list[_AffineSlot]) -> None:
+        self.slots, self.leaf = slots, slots[0].leaf
+        self.start, self.stop = slots[0].start, slots[-1].stop
+
+
+def _units(slots: list[_AffineSlot]) -> list[_Unit]:
+    groups: list[list[_AffineSlot]] = []
+    for slot in slots:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None
+            and type(slot.leaf) is _DenseLeaf
+            and type(last.leaf) is _DenseLeaf
+            and slot.leaf.act == last.leaf.act
+            and slot.start == last.stop
+        ):
+            groups[-1].append(slot)
+        else:
+            groups.append([slot])
+    return [_Unit(group) for group in groups]
+
+
+# ------------------------------------------------------------------------------------------ stages
+class _Stage:
+    """One top-level layer: the block product of its affine leaves, its kind leaves, its merge tree."""
+
+    def __init__(self, cfg: LayerConfig, block: Any, grad_block: Any, n_in: int, graph: _GraphContext) -> None:
+        self.cfg, self.batch, self.ctx = cfg, graph.batch, graph.ctx
+        self.block, self.grad_block, self.n_in = block, grad_block, n_in
+        self.affine: list[_AffineSlot] = []
+        self.kinds: list[_KindSlot] = []
+        self.merges: list[_Merge] = []  # post-order: children before parents
+        self.root = self._node(cfg, graph)
+        self.units = _units(self.affine)
+        if self.affine:
+            raw, batch = graph.raw, self.batch
+            self.x_aug = raw.ones((batch, n_in + 1), dtype=block.dtype)  # [B, in + 1], last column stays 1
+            self.x_in = self.x_aug[0, :n_in] if batch == 1 else self.x_aug[:, :n_in]  # where the input is copied
+            self.grad_z = raw.empty((batch, block.shape[1]), dtype=block.dtype)  # [B, N]
+
+    def _node(self, cfg: LayerConfig, graph: _GraphContext) -> Any:
+        if cfg.type == "parallel":
+            merge = _Merge(cfg, [self._node(branch, graph) for branch in cfg.branches], graph.ctx, self.batch)
+            self.merges.append(merge)
+            return merge
+        position = graph.affine_position.get(id(cfg))
+        if position is not None:
+            slot = _AffineSlot(_LEAF_TYPES[cfg.type](cfg, graph.xp, self.block), *position, self.batch)
+            self.affine.append(slot)
+            return slot
+        kind_slot = _KindSlot(cfg, graph.ctx, self.batch, graph.kind_grads.get(id(cfg), []))
+        self.kinds.append(kind_slot)
+        return kind_slot
+
+    def shape_error(self, x: Any) -> None:
+        """Raise the layer's own ShapeError for a wrong input length (as the layer-by-layer path does)."""
+        kind_for(self.cfg.type).forward(self.cfg, x, self.ctx)
+        raise ShapeError(f"{self.cfg.path}: expected {self.batch * self.n_in} input values, got {x.shape[0]}")
+
+    def emit_forward(self, src: _Source, x: str, needs_input_grad: bool) -> str:
+        lines, batch, n_in = src.forward, self.batch, self.n_in
+        if self.affine:
+            lines.append(f"if {x}.shape[0] != {batch * n_in}: {src.bind(self.shape_error, 'shape_error')}({x})")
+            source = x if batch == 1 else f"{x}.reshape({batch}, {n_in})"
+            lines.append(f"{src.bind(self.x_in, 'x_in')}[...] = {source}")
+            z = src.local("z")
+            lines.append(f"{z} = {src.bind(self.x_aug, 'x_aug')}.dot({src.bind(self.block, 'block')})")
+            whole = len(self.units) == 1
+            for unit in self.units:
+                z_unit = z
+                if not whole:
+                    z_unit = src.local("z")
+                    lines.append(f"{z_unit} = {z}[:, {unit.start}:{unit.stop}]")
+                y = unit.leaf.emit_forward(src, z_unit)
+                for slot in unit.slots:
+                    slot.var = src.local("out")
+                    part = y if len(unit.slots) == 1 else f"{y}[:, {slot.start - unit.start}:{slot.stop - unit.start}]"
+                    lines.append(f"{slot.var} = {part}.reshape(-1)")
+        for slot in self.kinds:
+            slot.var = src.local("out")
+            lines.append(f"{slot.var} = {src.bind(slot, 'kind')}.run({x}, {needs_input_grad})")
+        for merge in self.merges:  # once bound (after the first step), the ops function itself is called
+            merge.var = src.local("merged")
+            outputs = ", ".join(child.var for child in merge.children)
+            call = f"{src.bind(merge, 'merge')}.forward" if merge.merge is None else src.bind(merge.merge, "merge")
+            lines.append(f"{merge.var} = {call}([{outputs}])")
+        return self.root.var
+
+    def emit_backward(self, src: _Source, grad: str, needs_input_grad: bool) -> tuple[list[str], str | None]:
+        lines: list[str] = []
+        self.root.grad_var = grad
+        for merge in reversed(self.merges):  # parents before children
+            names = [src.local("g") for _ in merge.children]
+            call = f"{src.bind(merge, 'merge')}.split_grad" if merge.split is None else src.bind(merge.split, "split")
+            lines.append(f"{', '.join(names)}, = {call}({merge.grad_var})")
+            for child, name in zip(merge.children, names, strict=True):
+                child.grad_var = name
+        grad_x = None
+        if self.affine:
+            concat = src.bind(src.raw.concatenate, "concatenate")
+            grad_zs = []
+            for unit in self.units:
+                shapes = [f"{slot.grad_var}.reshape({slot.shape[0]}, {slot.shape[1]})" for slot in unit.slots]
+                grad_y = src.local("gy")
+                lines.append(
+                    f"{grad_y} = " + (shapes[0] if len(shapes) == 1 else f"{concat}([{', '.join(shapes)}], axis=1)")
+                )
+                grad_zs.append(unit.leaf.emit_backward(src, lines, grad_y))
+            grad_z = grad_zs[0]
+            if len(grad_zs) > 1:
+                grad_z = src.bind(self.grad_z, "grad_z")
+                lines.append(f"{concat}([{', '.join(grad_zs)}], axis=1, out={grad_z})")
+            x_col, grad_block = src.bind(self.x_aug.T, "x_col"), src.bind(self.grad_block, "grad_block")
+            lines.append(f"{x_col}.dot({grad_z}, out={grad_block})  # every kernel and bias gradient at once")
+            if needs_input_grad:
+                grad_x = src.local("gx")
+                kernel_t = src.bind(self.block[: self.n_in].T, "kernel_t")
+                lines.append(f"{grad_x} = {grad_z}.dot({kernel_t}).reshape(-1)")
+        for slot in self.kinds:
+            call = f"{src.bind(slot, 'kind')}.run_backward({slot.grad_var})"
+            if not needs_input_grad:
+                lines.append(call)
+            elif grad_x is None:
+                grad_x = src.local("gx")
+                lines.append(f"{grad_x} = {call}")
+            else:
+                lines.append(f"{grad_x} = {grad_x} + {call}")
+        return lines, grad_x
+
+
+class _GraphContext:
+    """What building the stages of one batch size needs from the trainer."""
+
+    def __init__(self, trainer: Any, batch: int) -> None:
+        self.batch, self.xp, self.raw, self.ctx = batch, trainer.xp, trainer.raw, trainer.ctx
+        self.affine_position = trainer.affine_position
+        self.kind_grads = trainer.kind_grads
+
+
+def compile_step(trainer: Any, batch: int, loss_type: str, stages: list[_Stage] | None = None) -> Any:
+    """``step(x, target, lr, clip, halt) -> loss`` for flat inputs of ``batch`` samples.
+
+    The step runs forward and loss; when ``halt`` is true and the loss is not finite it
+    returns right away (no update), else backward, global-norm clipping (``clip`` > 0)
+    and ``w -= lr * g``, recording the clip factor in ``trainer.grad_factor``.
+
+    ``step.provisional`` is true while some Parallel merge still checks its inputs on
+    first use; compiling again with ``stages=step.stages`` after a step calls the bound
+    merge functions directly.
+    """
+    if stages is None:
+        graph = _GraphContext(trainer, batch)
+        stages = [
+            _Stage(cfg, block, grad_block, n_in, graph)
+            for cfg, (block, grad_block, n_in) in zip(trainer.layers, trainer.blocks, strict=True)
+        ]
+    src = _Source(trainer.raw)
+    x = "x"
+    for i, stage in enumerate(stages):
+        x = stage.emit_forward(src, x, i > 0)
+    backward: list[str] = []
+    grad = "grad"
+    for i in range(len(stages) - 1, -1, -1):
+        lines, grad = stages[i].emit_backward(src, grad, i > 0)
+        backward.extend(lines)
+    names = src.names
+    names.update(
+        loss_and_grad=loss_and_grad,
+        xp=trainer.xp,
+        trainer=trainer,
+        isfinite=math.isfinite,
+        flat=trainer.flat,
+        grad_flat=trainer.grad,
+        step_buf=trainer.step_buf,
+        multiply=trainer.raw.multiply,
+        subtract=trainer.raw.subtract,
+    )
+    body = [
+        *src.forward,
+        f"loss, grad = loss_and_grad({loss_type!r}, {x}, target, xp)",
+        "if halt and not isfinite(loss):",
+        "    return loss",
+        *backward,
+        "factor = 1.0",
+        "if clip > 0:",
+        "    norm = float(grad_flat.dot(grad_flat)) ** 0.5",
+        "    if norm > clip:",
+        "        factor = clip / norm",
+        "trainer.grad_factor = factor",
+        "multiply(grad_flat, lr * factor, out=step_buf)",
+        "subtract(flat, step_buf, out=flat)",
+        "return loss",
+    ]
+    source = "def step(x, target, lr, clip, halt):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(source, f"<loom fused step, batch {batch}>", "exec"), names)
+    step = names["step"]
+    step.source, step.stages = source, stages
+    step.provisional = any(merge.split is None for stage in stages for merge in stage.merges)
+    return step
