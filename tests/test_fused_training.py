@@ -10,11 +10,14 @@ nesting and batch sizes 1 and 2.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 import loom
 import loom.nn.fused as fused
+from loom.cli import GRID_SCATTER_CONFIG
 from loom.errors import ShapeError, TrainingDivergedError
 
 NET = {"grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1}
@@ -22,32 +25,7 @@ NET = {"grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1}
 
 def seed_demo_layers() -> list[dict]:
     """The LOOM README's grid-scatter network (shared dense -> 3 agents on a grid -> sigmoid)."""
-    return [
-        {"type": "dense", "input_size": 8, "output_size": 16, "activation": "relu"},
-        {
-            "type": "parallel",
-            "combine_mode": "grid_scatter",
-            "grid_output_rows": 3,
-            "grid_output_cols": 1,
-            "grid_output_layers": 1,
-            "grid_positions": [
-                {"branch_index": i, "target_row": i, "target_col": 0, "target_layer": 0} for i in range(3)
-            ],
-            "branches": [
-                {
-                    "type": "parallel",
-                    "combine_mode": "add",
-                    "branches": [
-                        {"type": "dense", "input_size": 16, "output_size": 8, "activation": "relu"},
-                        {"type": "dense", "input_size": 16, "output_size": 8, "activation": "gelu"},
-                    ],
-                },
-                {"type": "lstm", "input_size": 16, "hidden_size": 8, "seq_length": 1},
-                {"type": "rnn", "input_size": 16, "hidden_size": 8, "seq_length": 1},
-            ],
-        },
-        {"type": "dense", "input_size": 24, "output_size": 2, "activation": "sigmoid"},
-    ]
+    return copy.deepcopy(GRID_SCATTER_CONFIG["layers"])
 
 
 CASES = {

@@ -23,24 +23,13 @@ The math is the ops' own (activation kernels, RNN step, LSTM cell, combine funct
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 from loom.errors import ShapeError
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import ForwardContext, kind_for
-from loom.nn.layers.parallel import ParallelKind
+from loom.nn.layers.parallel import ParallelKind, merge_functions
 from loom.ops.activations import activation_kernels
-from loom.ops.combine import (
-    add_backward,
-    add_forward,
-    avg_backward,
-    avg_forward,
-    concat_backward,
-    concat_forward,
-    grid_scatter_backward,
-    grid_scatter_forward,
-)
 from loom.ops.losses import loss_and_grad
 from loom.ops.recurrent import lstm_cell, lstm_cell_backward, lstm_gate_constants, rnn_step, rnn_step_backward
 from loom.ops.scalars import constant
@@ -205,19 +194,11 @@ class _Merge:
         return self.merge(outputs)
 
     def _bind(self, outputs: list[Any]) -> None:
-        ctx, batch, order, xp = self.ctx, self.batch, self.order, self.ctx.xp
-        ctx.batch_size = batch
-        _PARALLEL._merge(self.cfg, self.mode, order, outputs, ctx)  # raises ShapeError on a size mismatch
-        sizes, count = [y.shape[0] for y in outputs], len(outputs)
-        if self.mode == "grid_scatter":
-            self.merge = partial(grid_scatter_forward, order=order, batch=batch, xp=xp)
-            self.split = partial(grid_scatter_backward, order=order, sizes=sizes, batch=batch, xp=xp)
-        elif self.mode == "concat":
-            self.merge, self.split = partial(concat_forward, xp=xp), partial(concat_backward, sizes=sizes)
-        elif self.mode == "add":
-            self.merge, self.split = partial(add_forward, xp=xp), partial(add_backward, count=count)
-        else:
-            self.merge, self.split = partial(avg_forward, xp=xp), partial(avg_backward, count=count)
+        ctx = self.ctx
+        ctx.batch_size = self.batch
+        _PARALLEL._merge(self.cfg, self.mode, self.order, outputs, ctx)  # raises ShapeError on a size mismatch
+        sizes = [y.shape[0] for y in outputs]
+        self.merge, self.split = merge_functions(self.mode, self.order, sizes, self.batch, ctx.xp)
 
     def split_grad(self, grad: Any) -> list[Any]:
         """One gradient per branch."""

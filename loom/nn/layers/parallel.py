@@ -15,6 +15,8 @@ build / load time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from loom.errors import ConfigError, ShapeError
@@ -31,7 +33,7 @@ from loom.ops.combine import (
     grid_scatter_forward,
 )
 
-__all__ = ["COMBINE_MODES", "ParallelKind", "grid_cell_order"]
+__all__ = ["COMBINE_MODES", "ParallelKind", "grid_cell_order", "merge_functions"]
 
 #: Accepted ``combine_mode`` strings -> merge function family.
 COMBINE_MODES: dict[str, str] = {
@@ -54,6 +56,22 @@ def _mode(cfg: LayerConfig, path: str) -> str:
             "concat, add, avg, average, grid_scatter"
         )
     return mode
+
+
+def merge_functions(
+    mode: str, order: list[int] | None, sizes: list[int], batch: int, xp: Any
+) -> tuple[Callable[[list[Any]], Any], Callable[[Any], list[Any]]]:
+    """``merge(outputs)`` and ``split(grad)`` of one merge family for branch outputs of ``sizes`` (checked)."""
+    if mode == "grid_scatter":
+        return (
+            partial(grid_scatter_forward, order=order, batch=batch, xp=xp),
+            partial(grid_scatter_backward, order=order, sizes=sizes, batch=batch, xp=xp),
+        )
+    if mode == "concat":
+        return partial(concat_forward, xp=xp), partial(concat_backward, sizes=sizes)
+    if mode == "add":
+        return partial(add_forward, xp=xp), partial(add_backward, count=len(sizes))
+    return partial(avg_forward, xp=xp), partial(avg_backward, count=len(sizes))
 
 
 def grid_cell_order(cfg: LayerConfig, path: str | None = None) -> list[int]:
@@ -216,31 +234,23 @@ class ParallelKind(LayerKind):
 
     def _merge(self, cfg: LayerConfig, mode: str, order: list[int] | None, outputs: list[Any], ctx: ForwardContext):
         """Merged output of the branch ``outputs`` and the function splitting its gradient per branch."""
-        xp, batch = ctx.xp, ctx.batch_size
+        batch = ctx.batch_size
         sizes = [y.shape[0] for y in outputs]
-        count = len(outputs)
-        if mode == "concat":
-            return concat_forward(outputs, xp), lambda g: concat_backward(g, sizes)
-        if mode == "grid_scatter":
-            if batch != 1:
-                for i, size in enumerate(sizes):
-                    if size % batch:
-                        raise ShapeError(
-                            f"{cfg.path}.branches[{i}]: output length {size} is not a multiple of batch {batch}"
-                        )
-            return (
-                grid_scatter_forward(outputs, order, batch, xp),
-                lambda g: grid_scatter_backward(g, order, sizes, batch, xp),
-            )
-        for i, size in enumerate(sizes):
-            if size != sizes[0]:
-                raise ShapeError(
-                    f"{cfg.path}.branches[{i}]: output size {size} does not match {sizes[0]} "
-                    f"(branch 0) for combine mode {cfg.combine_mode!r}"
-                )
-        if mode == "add":
-            return add_forward(outputs, xp), lambda g: add_backward(g, count)
-        return avg_forward(outputs, xp), lambda g: avg_backward(g, count)
+        if mode == "grid_scatter" and batch != 1:
+            for i, size in enumerate(sizes):
+                if size % batch:
+                    raise ShapeError(
+                        f"{cfg.path}.branches[{i}]: output length {size} is not a multiple of batch {batch}"
+                    )
+        if mode in ("add", "avg"):
+            for i, size in enumerate(sizes):
+                if size != sizes[0]:
+                    raise ShapeError(
+                        f"{cfg.path}.branches[{i}]: output size {size} does not match {sizes[0]} "
+                        f"(branch 0) for combine mode {cfg.combine_mode!r}"
+                    )
+        merge, split = merge_functions(mode, order, sizes, batch, ctx.xp)
+        return merge(outputs), split
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
         mode, forwards, order = memoized(ctx, cfg, lambda: self._plan(cfg))
