@@ -105,8 +105,7 @@ def load_tokenizer_from_bytes(data: bytes) -> dict[str, Any]:
     """
     tokenizer = _tokenizer_from_bytes(data)
     set_default_tokenizer(tokenizer)
-    return {"success": True, "vocab_size": tokenizer.vocab_size,
-            "message": "Tokenizer loaded successfully"}
+    return {"success": True, "vocab_size": tokenizer.vocab_size, "message": "Tokenizer loaded successfully"}
 
 
 def load_transformer_from_bytes(config_bytes: bytes, weights_bytes: bytes) -> dict[str, Any]:
@@ -127,8 +126,13 @@ def load_transformer_from_bytes(config_bytes: bytes, weights_bytes: bytes) -> di
     model = load_transformer_bytes(config_bytes, weights_bytes)
     set_default_model(model)
     cfg = model.config
-    return {"success": True, "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
-            "num_layers": cfg.num_layers, "message": "Transformer loaded successfully"}
+    return {
+        "success": True,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_layers,
+        "message": "Transformer loaded successfully",
+    }
 
 
 def encode_text(text: str, add_special_tokens: bool = True) -> list[int]:
@@ -141,8 +145,7 @@ def decode_tokens(ids: Sequence[int], skip_special_tokens: bool = True) -> str:
     return get_default_tokenizer().decode(list(ids), skip_special_tokens=skip_special_tokens)
 
 
-def generate_next_token(ids: Sequence[int], temperature: float = 0.7, *,
-                        seed: int | None = None) -> int:
+def generate_next_token(ids: Sequence[int], temperature: float = 0.7, *, seed: int | None = None) -> int:
     """One next-token id after ``ids`` with the default model (LOOM ``GenerateNextToken``).
 
     Parameters
@@ -160,14 +163,16 @@ def generate_next_token(ids: Sequence[int], temperature: float = 0.7, *,
     return next(model.stream(ids, 1, temperature=temperature, stop_ids=[], rng=_rng(seed)))
 
 
-def generate_stream(prompt: str, max_tokens: int = 50, temperature: float = 0.7, *,
-                    seed: int | None = None) -> Iterator[str]:
+def generate_stream(
+    prompt: str, max_tokens: int = 50, temperature: float = 0.7, *, seed: int | None = None
+) -> Iterator[str]:
     """Yield the completion of ``prompt`` piece by piece (welvet ``generate_stream``)."""
     generator = TextGenerator(get_default_model(), get_default_tokenizer())
     decoder = generator.tokenizer.stream_decoder(skip_special_tokens=True)
     ids = generator.tokenizer.encode(prompt, add_special_tokens=False)
-    for token in generator.model.stream(ids, max_tokens, temperature=temperature,
-                                        rng=_rng(seed), stop_ids=generator.stop_ids()):
+    for token in generator.model.stream(
+        ids, max_tokens, temperature=temperature, rng=_rng(seed), stop_ids=generator.stop_ids()
+    ):
         piece = decoder.step(token)
         if piece:
             yield piece
@@ -176,8 +181,7 @@ def generate_stream(prompt: str, max_tokens: int = 50, temperature: float = 0.7,
         yield tail
 
 
-def generate_text(prompt: str, max_tokens: int = 50, temperature: float = 0.7, *,
-                  seed: int | None = None) -> str:
+def generate_text(prompt: str, max_tokens: int = 50, temperature: float = 0.7, *, seed: int | None = None) -> str:
     """Prompt **plus** completion, as LOOM's ``GenerateText`` returns it.
 
     The prompt is encoded without special tokens; generation stops after an
@@ -204,6 +208,5 @@ def generate_text(prompt: str, max_tokens: int = 50, temperature: float = 0.7, *
     if not ids:
         raise LoomError("empty input after tokenization")
     stops = TextGenerator(model, tokenizer).stop_ids()
-    new = list(model.stream(ids, max_tokens, temperature=temperature, rng=_rng(seed),
-                            stop_ids=stops))
+    new = list(model.stream(ids, max_tokens, temperature=temperature, rng=_rng(seed), stop_ids=stops))
     return tokenizer.decode(ids + new, skip_special_tokens=True)

@@ -57,9 +57,7 @@ def _alias_reasoning_fields(messages: list[dict[str, Any]]) -> list[dict[str, An
     """Copy a message's reasoning under every name templates read (as transformers does)."""
     aliased = []
     for message in messages:
-        reasoning = next(
-            (message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None
-        )
+        reasoning = next((message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None)
         if reasoning is not None:
             message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
         aliased.append(message)
@@ -92,9 +90,7 @@ def compile_chat_template(template: str) -> Any:
         import jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError as exc:  # pragma: no cover - jinja2 is a test dependency
-        raise ImportError(
-            "rendering a chat template needs jinja2: pip install 'loom-nn[llm]'"
-        ) from exc
+        raise ImportError("rendering a chat template needs jinja2: pip install 'loom-nn[llm]'") from exc
 
     class GenerationBlock(jinja2.ext.Extension):
         """``{% generation %}...{% endgeneration %}``: renders its body unchanged."""
@@ -120,9 +116,7 @@ def compile_chat_template(template: str) -> Any:
         separators: tuple[str, str] | None = None,
         sort_keys: bool = False,
     ) -> str:
-        return json.dumps(
-            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-        )
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     def strftime_now(format: str) -> str:
         return datetime.now().strftime(format)
@@ -218,10 +212,7 @@ def render_chat_template(
             "continue_final_message and add_generation_prompt are not compatible; pass "
             "add_generation_prompt=False to continue the final message"
         )
-    chat = [
-        {key: value for key, value in dict(message).items() if value is not None}
-        for message in messages
-    ]
+    chat = [{key: value for key, value in dict(message).items() if value is not None} for message in messages]
     chat = _alias_reasoning_fields(_plain_template_data(chat))
     final_text = ""
     if continue_final_message:
@@ -241,9 +232,7 @@ def render_chat_template(
     if continue_final_message:
         tag_at = rendered.rfind(_CONTINUE_TAG.strip())
         if tag_at < 0 or final_text.strip() not in rendered:
-            raise ValueError(
-                "continue_final_message: the template dropped the final message, cannot continue it"
-            )
+            raise ValueError("continue_final_message: the template dropped the final message, cannot continue it")
         if rendered[tag_at : tag_at + len(_CONTINUE_TAG)] == _CONTINUE_TAG:
             rendered = rendered[:tag_at]
         else:

@@ -25,15 +25,17 @@ EXIT_USAGE = 2
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="text to continue (or the user message with --chat)")
     parser.add_argument("--max-tokens", type=int, default=50, help="new tokens (default: 50)")
-    parser.add_argument("--temperature", type=float, default=0.7,
-                        help="sampling temperature; 0 = greedy (default: 0.7)")
+    parser.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default: 0.7)"
+    )
     parser.add_argument("--top-k", type=int, default=None, help="sample from the K most likely")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass P")
-    parser.add_argument("--model", default=None,
-                        help="model folder (config.json + *.safetensors) or .gguf file "
-                             "(default: the embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--chat", action="store_true",
-                        help="wrap the prompt in the model's chat template")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model folder (config.json + *.safetensors) or .gguf file (default: the embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     parser.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy backend)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
 
@@ -52,7 +54,8 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
         The new sub-parser; its default ``func`` is :func:`run_generate`.
     """
     parser = subparsers.add_parser(
-        "generate", help="generate text with a language model",
+        "generate",
+        help="generate text with a language model",
         description="Stream a completion from a causal language model (LLaMA family, GPT-2).",
     )
     _add_arguments(parser)
@@ -93,8 +96,9 @@ def run_generate(args: argparse.Namespace) -> int:
         if not args.chat:
             out.write(args.prompt)
             out.flush()
-        for piece in generator.stream(args.prompt, args.max_tokens, args.temperature,
-                                      args.top_k, args.top_p, args.seed, chat=args.chat):
+        for piece in generator.stream(
+            args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed, chat=args.chat
+        ):
             out.write(piece)
             out.flush()
     except KeyboardInterrupt:
@@ -122,8 +126,7 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m loom.llm.cli``: the ``generate`` command on its own."""
-    parser = argparse.ArgumentParser(prog="loom generate",
-                                     description="Stream a completion from a language model.")
+    parser = argparse.ArgumentParser(prog="loom generate", description="Stream a completion from a language model.")
     _add_arguments(parser)
     return run_generate(parser.parse_args(argv))
 

@@ -186,8 +186,9 @@ class TransformerConfig:
         eos = _eos_ids(config.get("eos_token_id"), source, "eos_token_id")
         if generation_config:
             eos = eos + tuple(
-                i for i in _eos_ids(generation_config.get("eos_token_id"),
-                                    "generation_config.json", "eos_token_id") if i not in eos
+                i
+                for i in _eos_ids(generation_config.get("eos_token_id"), "generation_config.json", "eos_token_id")
+                if i not in eos
             )
         bos = config.get("bos_token_id")
         bos = bos if isinstance(bos, int) and not isinstance(bos, bool) else None
@@ -196,17 +197,16 @@ class TransformerConfig:
         return cls._llama(reader, model_type, eos, bos)
 
     @classmethod
-    def _llama(cls, f: _Fields, model_type: str, eos: tuple[int, ...],
-               bos: int | None) -> TransformerConfig:
+    def _llama(cls, f: _Fields, model_type: str, eos: tuple[int, ...], bos: int | None) -> TransformerConfig:
         hidden = f.integer("hidden_size")
         heads = f.integer("num_attention_heads")
         kv_heads = f.integer("num_key_value_heads", default=heads)
-        head_dim = f.integer("head_dim", default=None) or _divide(hidden, heads, f.source,
-                                                              "hidden_size", "num_attention_heads")
+        head_dim = f.integer("head_dim", default=None) or _divide(
+            hidden, heads, f.source, "hidden_size", "num_attention_heads"
+        )
         if heads % kv_heads:
             raise ModelFormatError(
-                f"{f.source}: num_attention_heads ({heads}) must be a multiple of "
-                f"num_key_value_heads ({kv_heads})"
+                f"{f.source}: num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
             )
         max_pos = f.integer("max_position_embeddings", default=2048)
         if model_type == "mistral":
@@ -244,15 +244,12 @@ class TransformerConfig:
         )
 
     @classmethod
-    def _gpt2(cls, f: _Fields, model_type: str, eos: tuple[int, ...],
-              bos: int | None) -> TransformerConfig:
+    def _gpt2(cls, f: _Fields, model_type: str, eos: tuple[int, ...], bos: int | None) -> TransformerConfig:
         hidden = f.integer("n_embd")
         heads = f.integer("n_head")
         act = f.raw.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ModelFormatError(
-                f"{f.source}: activation_function={act!r} is not supported; expected 'gelu_new'"
-            )
+            raise ModelFormatError(f"{f.source}: activation_function={act!r} is not supported; expected 'gelu_new'")
         if f.raw.get("add_cross_attention"):
             raise ModelFormatError(f"{f.source}: add_cross_attention=true is not supported")
         return cls(
@@ -386,8 +383,12 @@ def _rope_config(f: _Fields, head_dim: int, max_pos: int) -> RopeConfig:
     if rope_type in ("llama3", "yarn"):
         original = f.raw.get("original_max_position_embeddings")
         params.setdefault("original_max_position_embeddings", original or max_pos)
-    required = {"linear": ("factor",), "dynamic": ("factor",),
-                "llama3": ("factor", "low_freq_factor", "high_freq_factor"), "yarn": ()}
+    required = {
+        "linear": ("factor",),
+        "dynamic": ("factor",),
+        "llama3": ("factor", "low_freq_factor", "high_freq_factor"),
+        "yarn": (),
+    }
     for key in required.get(rope_type, ()):
         if params.get(key) is None:
             raise ModelFormatError(f"{f.source}: rope_type {rope_type!r} needs '{key}'")

@@ -76,9 +76,7 @@ class TextGenerator:
     def prompt_ids(self, prompt: str, *, chat: bool = False) -> list[int]:
         """Token ids of ``prompt``; with ``chat`` the prompt is one user message in the chat template."""
         if chat:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True
-            )
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
             return list(self.tokenizer.encode(text, add_special_tokens=False))
         return list(self.tokenizer.encode(prompt, add_special_tokens=True))
 
@@ -106,9 +104,15 @@ class TextGenerator:
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         started = time.perf_counter()
         first_at = started
-        for token in self.model.stream(ids, max_tokens, temperature=temperature, top_k=top_k,
-                                       top_p=top_p, rng=np.random.default_rng(seed),
-                                       stop_ids=self.stop_ids()):
+        for token in self.model.stream(
+            ids,
+            max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            rng=np.random.default_rng(seed),
+            stop_ids=self.stop_ids(),
+        ):
             now = time.perf_counter()
             if stats.new_tokens == 0:
                 first_at = now

@@ -136,11 +136,7 @@ def permute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
         Same shape, rows reordered.
     """
     half = weights.shape[0] // n_head // 2
-    return (
-        weights.reshape(n_head, 2, half, *weights.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weights.shape)
-    )
+    return weights.reshape(n_head, 2, half, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
 def unpermute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -160,9 +156,7 @@ def unpermute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
     """
     half = weights.shape[0] // n_head // 2
     return np.ascontiguousarray(
-        weights.reshape(n_head, half, 2, *weights.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weights.shape)
+        weights.reshape(n_head, half, 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
     )
 
 
@@ -205,15 +199,11 @@ def _open_reader(path: Path) -> Any:
     with path.open("rb") as handle:
         head = handle.read(4)
     if head != GGUF_MAGIC:
-        raise ModelFormatError(
-            f"{path}: not a GGUF file (starts with {head!r}, expected the magic {GGUF_MAGIC!r})"
-        )
+        raise ModelFormatError(f"{path}: not a GGUF file (starts with {head!r}, expected the magic {GGUF_MAGIC!r})")
     try:
         return _fast_reader_class(gguf)(path)
     except Exception as exc:  # GGUFReader raises ValueError / IndexError / KeyError on bad data
-        raise ModelFormatError(
-            f"{path}: truncated or corrupt GGUF file ({size} bytes): {exc}"
-        ) from exc
+        raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({size} bytes): {exc}") from exc
 
 
 def _scalar(value: Any, value_type: Any, gguf: Any) -> Any:
@@ -391,8 +381,7 @@ def _dequantize(reader_tensor: Any, path: Path) -> np.ndarray:
             values = gguf.quants.dequantize(reader_tensor.data, kind)
     except NotImplementedError as exc:
         raise ModelFormatError(
-            f"{path}: tensor {reader_tensor.name!r} is stored as {kind.name}, which the gguf "
-            "package cannot dequantize"
+            f"{path}: tensor {reader_tensor.name!r} is stored as {kind.name}, which the gguf package cannot dequantize"
         ) from exc
     if values.size != int(np.prod(shape)):
         raise ModelFormatError(
@@ -481,8 +470,7 @@ def load_gguf(path: str | os.PathLike[str]) -> GGUFModel:
     model_type = SUPPORTED_ARCHITECTURES.get(arch) if isinstance(arch, str) else None
     if model_type is None:
         raise ModelFormatError(
-            f"{path}: unsupported GGUF architecture general.architecture={arch!r}; "
-            f"supported: {_SUPPORTED_TEXT}"
+            f"{path}: unsupported GGUF architecture general.architecture={arch!r}; supported: {_SUPPORTED_TEXT}"
         )
     reader_tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in reader_tensors:
@@ -512,9 +500,7 @@ def load_gguf(path: str | os.PathLike[str]) -> GGUFModel:
         )
     embed_name = "model.embed_tokens.weight" if model_type == "llama" else "transformer.wte.weight"
     head = tensors.get("lm_head.weight")
-    if head is not None and head.shape == tensors[embed_name].shape and np.array_equal(
-        head, tensors[embed_name]
-    ):
+    if head is not None and head.shape == tensors[embed_name].shape and np.array_equal(head, tensors[embed_name]):
         del tensors["lm_head.weight"]  # the converter duplicated a tied head (GPT-2 does)
         del tensor_types["lm_head.weight"]
     config["tie_word_embeddings"] = "lm_head.weight" not in tensors

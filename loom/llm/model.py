@@ -28,11 +28,20 @@ import numpy as np
 from loom.backend import Backend, to_numpy
 from loom.errors import ShapeError
 from loom.llm.config import TransformerConfig
+from loom.llm.parallel_prefill import (
+    RowParallel,
+    balance_blocks,
+    prefill_workers,
+    row_parallel,
+    single_threaded_blas,
+    split_rows,
+)
 from loom.llm.rope import rope_inv_freq
 from loom.llm.sampling import sample
 from loom.llm.weights import LayerWeights, TransformerWeights
 from loom.ops.transformer import (
     causal_attention,
+    causal_attention_block,
     decode_attention,
     gelu_tanh,
     layer_norm,
@@ -69,8 +78,7 @@ class RunState:
         Number of positions already filled.
     """
 
-    def __init__(self, config: TransformerConfig, max_seq_len: int, backend: Backend,
-                 dtype: Any = np.float32) -> None:
+    def __init__(self, config: TransformerConfig, max_seq_len: int, backend: Backend, dtype: Any = np.float32) -> None:
         shape = (config.num_layers, config.num_kv_heads, max_seq_len, config.head_dim)
         self.keys = backend.zeros(shape, dtype)
         self.values = backend.zeros(shape, dtype)
@@ -158,8 +166,9 @@ class Transformer:
     [71, 71, 71, 71]
     """
 
-    def __init__(self, config: TransformerConfig, weights: TransformerWeights,
-                 backend: Backend, dtype: Any = np.float32) -> None:
+    def __init__(
+        self, config: TransformerConfig, weights: TransformerWeights, backend: Backend, dtype: Any = np.float32
+    ) -> None:
         self.config = config
         self.weights = weights
         self.backend = backend
@@ -168,20 +177,22 @@ class Transformer:
         self._is_llama = config.architecture == "llama"
         if config.rope is not None:
             self._inv_freq, self._rope_scaling = rope_inv_freq(config.rope)
-        limited = not self._is_llama or (config.rope is not None
-                                         and config.rope.rope_type == "dynamic")
+        limited = not self._is_llama or (config.rope is not None and config.rope.rope_type == "dynamic")
         self.max_seq_len: int | None = config.max_position_embeddings if limited else None
         self._cos: Array = None
         self._sin: Array = None
         # SwiGLU's exp(-gate) may overflow to inf (giving the correct silu = -0); NumPy
         # would warn about it on every call, so its overflow warnings are off in forward().
         errstate = getattr(backend.raw, "errstate", None)
-        self._quiet_overflow = (
-            (lambda: errstate(over="ignore")) if errstate is not None else contextlib.nullcontext
-        )
+        self._quiet_overflow = (lambda: errstate(over="ignore")) if errstate is not None else contextlib.nullcontext
         # prefill attention in query blocks: skips masked work on the CPU; on a GPU the
         # kernel-launch count matters more, so one block covers a whole prompt there
         self._attention_block = 4096 if backend.is_gpu else 64
+        # NumPy prefills with at least this many tokens per core run row-parallel on all
+        # cores (loom.llm.parallel_prefill; $LOOM_PREFILL_THREADS=1 turns it off). With fewer,
+        # multi-threaded BLAS on all rows wins: on 2 cores (SmolLM2-135M) the row split lost
+        # at 128 tokens, broke even near 192 and gained 5% at 256, 8% at 384 tokens.
+        self.parallel_min_rows = 96
         self._scales = [
             1.0 / math.sqrt(config.head_dim) / ((i + 1) if config.attn_scale_by_layer else 1)
             for i in range(config.num_layers)
@@ -208,8 +219,7 @@ class Transformer:
         self._check_length(max_seq_len)
         return RunState(self.config, max_seq_len, self.backend, self.dtype)
 
-    def forward(self, ids: Sequence[int], state: RunState | None = None, *,
-                last_only: bool = False) -> Array:
+    def forward(self, ids: Sequence[int], state: RunState | None = None, *, last_only: bool = False) -> Array:
         """Run ``T`` tokens through the model, appending them to ``state``'s cache.
 
         Parameters
@@ -232,16 +242,18 @@ class Transformer:
         t = len(ids)
         start = 0 if state is None else state.pos
         if state is not None and start + t > state.max_seq_len:
-            raise ShapeError(
-                f"KV cache holds {state.max_seq_len} positions; got {start} cached + {t} new"
-            )
+            raise ShapeError(f"KV cache holds {state.max_seq_len} positions; got {start} cached + {t} new")
         self._check_length(start + t)
         x = self._embed(idx, start, t)  # [T, D]
         cos = sin = None
+        xp, block = self._xp, self._attention_block
         if self._is_llama:
             cos, sin = self._rope(start + t)
             cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R]
-        xp, block = self._xp, self._attention_block
+            if t > 1:  # repeated for every rotated head once, not broadcast in every layer
+                heads = (t, self.config.num_heads + self.config.num_kv_heads, cos.shape[-1])
+                cos = xp.asarray(xp.broadcast_to(cos[:, None, :], heads), copy=True)  # [T, H+Hk, R]
+                sin = xp.asarray(xp.broadcast_to(sin[:, None, :], heads), copy=True)  # [T, H+Hk, R]
 
         def attend(i: int, q: Array, k: Array, v: Array) -> Array:
             if state is not None:
@@ -249,26 +261,87 @@ class Transformer:
                 state.values[i, :, start : start + t, :] = v
                 k = state.keys[i, :, : start + t, :]  # [Hk, S, hd] view
                 v = state.values[i, :, : start + t, :]  # [Hk, S, hd] view
-            return causal_attention(q, k, v, start, self._scales[i], xp, block=block)  # [T, H*hd]
+            # q: all T new rows, or only the last one (last layer of a last_only pass)
+            return causal_attention(q, k, v, k.shape[1] - q.shape[0], self._scales[i], xp, block=block)
 
+        workers = self._parallel_workers(t)
+        if workers > 1:
+            pool = row_parallel(workers)
+            # one BLAS thread per worker, the LM head included: a multi-threaded BLAS call
+            # would leave OpenBLAS's threads spinning on the cores the next prefill needs
+            with single_threaded_blas():
+                x = self._layers_parallel(x, state, start, cos, sin, pool, last_only)  # [T', D]
+                if state is not None:
+                    state.pos = start + t
+                return self._head(x[-1:] if last_only else x, pool)  # [T', V]
+        last = len(w.layers) - 1 if last_only else -1  # that layer's output is needed for one row
         with self._quiet_overflow():
             for i, layer in enumerate(w.layers):
-                x = self._block(x, layer, i, cos, sin, attend)  # [T, D]
+                x = self._block(x, layer, i, cos, sin, attend, last_row=i == last)  # [T, D] or [1, D]
         if state is not None:
             state.pos = start + t
-        if last_only:
-            x = x[-1:]  # [1, D]
-        x = self._norm(x, w.final_norm, w.final_norm_bias)  # [T', D]
-        return x @ w.head  # [T', D] @ [D, V] -> [T', V]
+        return self._head(x[-1:] if last_only else x)  # [T', V]
 
-    def _block(self, x: Array, layer: LayerWeights, i: int, cos: Array, sin: Array,
-               attend: Callable[[int, Array, Array, Array], Array],
-               matmul: Callable[[Array, Array], Array] = operator.matmul) -> Array:
-        """One decoder block; ``attend(i, q, k, v)`` stores k/v and returns ``[T, H*hd]``."""
+    def _head(self, x: Array, pool: RowParallel | None = None) -> Array:
+        """Final norm and LM head of ``[T', D]`` rows -> ``[T', V]`` logits (row-parallel on ``pool``)."""
+        w = self.weights
+        if pool is None:
+            return self._norm(x, w.final_norm, w.final_norm_bias) @ w.head  # [T', D] @ [D, V]
+        logits = self._xp.empty((x.shape[0], w.head.shape[1]), dtype=x.dtype)  # [T', V]
+        if x.shape[0] < pool.workers:  # last row only: each worker reads a share of the head's columns
+            h = self._norm(x, w.final_norm, w.final_norm_bias)  # [T', D]
+            cols = split_rows(w.head.shape[1], pool.workers)
+
+            def task(i: int) -> None:
+                c0, c1 = cols[i]
+                logits[:, c0:c1] = h @ w.head[:, c0:c1]
+        else:
+            rows = split_rows(x.shape[0], pool.workers)
+
+            def task(i: int) -> None:
+                r0, r1 = rows[i]
+                logits[r0:r1] = self._norm(x[r0:r1], w.final_norm, w.final_norm_bias) @ w.head
+
+        pool.run(task)
+        return logits
+
+    def _block(
+        self,
+        x: Array,
+        layer: LayerWeights,
+        i: int,
+        cos: Array,
+        sin: Array,
+        attend: Callable[[int, Array, Array, Array], Array],
+        matmul: Callable[[Array, Array], Array] = operator.matmul,
+        *,
+        last_row: bool = False,
+    ) -> Array:
+        """One decoder block; ``attend(i, q, k, v)`` stores k/v and returns ``[T_q, H*hd]``.
+
+        With ``last_row`` only the last row's output ``[1, D]`` is computed (keys
+        and values still for all ``T``): the last layer of a ``last_only`` pass.
+        """
+        q, k, v = self._attention_in(x, layer, cos, sin, matmul)
+        if last_row:
+            q, x = q[-1:], x[-1:]  # [1, H, hd], [1, D]
+        return self._attention_out_mlp(x, attend(i, q, k, v), layer, matmul)  # [T, D] or [1, D]
+
+    def _attention_in(
+        self,
+        x: Array,
+        layer: LayerWeights,
+        cos: Array,
+        sin: Array,
+        matmul: Callable[[Array, Array], Array] = operator.matmul,
+    ) -> tuple[Array, Array, Array]:
+        """First part of a block (row-wise): norm, QKV projection, RoPE.
+
+        Returns ``q`` ``[T, H, hd]`` and ``k``, ``v`` ``[Hk, T, hd]`` of the ``[T, D]`` rows ``x``.
+        """
         xp, cfg = self._xp, self.config
         t = x.shape[0]
         h_q, h_kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        # attention
         h = self._norm(x, layer.attn_norm, layer.attn_norm_bias)  # [T, D]
         qkv = matmul(h, layer.qkv)  # [T, D] @ [D, (H+2Hk)hd] -> [T, (H+2Hk)hd]
         if layer.qkv_bias is not None:
@@ -278,27 +351,125 @@ class Transformer:
             qk = rope_apply(qk, cos, sin, xp)  # [T, H+Hk, hd]
         q = qk[:, :h_q]  # [T, H, hd]
         k = xp.permute_dims(qk[:, h_q:], (1, 0, 2))  # [Hk, T, hd]
-        v = xp.permute_dims(xp.reshape(qkv[:, (h_q + h_kv) * hd :], (t, h_kv, hd)),
-                            (1, 0, 2))  # [Hk, T, hd]
-        att = attend(i, q, k, v)  # [T, H*hd]
+        v = xp.permute_dims(xp.reshape(qkv[:, (h_q + h_kv) * hd :], (t, h_kv, hd)), (1, 0, 2))  # [Hk, T, hd]
+        return q, k, v
+
+    def _attention_out_mlp(
+        self, x: Array, att: Array, layer: LayerWeights, matmul: Callable[[Array, Array], Array] = operator.matmul
+    ) -> Array:
+        """Rest of a block (row-wise): output projection, residual, MLP, residual -> ``[T, D]``."""
+        xp = self._xp
         out = matmul(att, layer.out)  # [T, H*hd] @ [H*hd, D] -> [T, D]
         if layer.out_bias is not None:
             out += layer.out_bias
-        x = x + out  # [T, D]
-        # MLP
+        out += x
+        x = out  # [T, D] residual
         h = self._norm(x, layer.mlp_norm, layer.mlp_norm_bias)  # [T, D]
         a = matmul(h, layer.mlp_in)  # [T, D] @ [D, 2Di | Di] -> [T, 2Di | Di]
         if layer.mlp_in_bias is not None:
             a += layer.mlp_in_bias
         if self._is_llama:
-            di = cfg.intermediate_size
+            di = self.config.intermediate_size
             a = swiglu(a[:, :di], a[:, di:], xp)  # [T, Di]
         else:
             a = gelu_tanh(a, xp)  # [T, Di]
         out = matmul(a, layer.mlp_out)  # [T, Di] @ [Di, D] -> [T, D]
         if layer.mlp_out_bias is not None:
             out += layer.mlp_out_bias
-        return x + out  # [T, D]
+        out += x
+        return out  # [T, D] residual
+
+    def _parallel_workers(self, t: int) -> int:
+        """Workers of a row-parallel prefill of ``t`` tokens (1: run serially)."""
+        if self.backend.name != "numpy":
+            return 1
+        workers = prefill_workers()
+        return workers if workers > 1 and t >= workers * self.parallel_min_rows else 1
+
+    def _layers_parallel(
+        self,
+        x: Array,
+        state: RunState | None,
+        start: int,
+        cos: Array,
+        sin: Array,
+        pool: RowParallel,
+        last_only: bool = False,
+    ) -> Array:
+        """All decoder blocks over ``[T, D]`` rows ``x`` (owned, updated in place), row-parallel.
+
+        Per layer: phase A (norm, QKV, RoPE, K/V into the cache) on contiguous
+        row ranges; phase B (causal attention) on query blocks dealt by cost;
+        phase C (out projection, MLP) on the same row ranges as phase A, fused
+        with the next layer's phase A. Each phase ends when every worker is done.
+        With ``last_only`` the last layer after its phase A runs for the last row
+        only, in the calling thread, and ``[1, D]`` is returned.
+        """
+        xp, cfg = self._xp, self.config
+        t = x.shape[0]
+        h_q, h_kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        layers = self.weights.layers
+        if state is not None:
+            keys, values = state.keys, state.values  # [L, Hk, S_max, hd]
+            key_rows = start
+        else:  # no cache: one scratch layer, reused (phase B of a layer ends before the next phase A)
+            keys = xp.empty((1, h_kv, t, hd), dtype=x.dtype)
+            values = xp.empty((1, h_kv, t, hd), dtype=x.dtype)
+            key_rows = 0
+        q_all = xp.empty((t, h_q, hd), dtype=x.dtype)  # [T, H, hd]
+        att = xp.empty((t, h_q * hd), dtype=x.dtype)  # [T, H*hd]
+        rows = split_rows(t, pool.workers)
+        blocks = balance_blocks(t, start, self._attention_block, pool.workers)
+        quiet = self._quiet_overflow
+
+        def phase_a(i: int, r0: int, r1: int) -> None:
+            c = s = None
+            if cos is not None:
+                c, s = cos[r0:r1], sin[r0:r1]
+            q, k, v = self._attention_in(x[r0:r1], layers[i], c, s)
+            q_all[r0:r1] = q
+            j = i if state is not None else 0
+            keys[j, :, key_rows + r0 : key_rows + r1, :] = k
+            values[j, :, key_rows + r0 : key_rows + r1, :] = v
+
+        def first(w: int) -> None:
+            with quiet():
+                phase_a(0, *rows[w])
+
+        def attention(i: int) -> Callable[[int], None]:
+            j = i if state is not None else 0
+
+            def task(w: int) -> None:
+                with quiet():
+                    for b0, b1 in blocks[w]:
+                        visible = key_rows + b1
+                        att[b0:b1] = causal_attention_block(
+                            q_all[b0:b1], keys[j, :, :visible], values[j, :, :visible], start + b0, self._scales[i], xp
+                        )  # [B, H*hd]
+
+            return task
+
+        def mlp_then_next(i: int) -> Callable[[int], None]:
+            def task(w: int) -> None:
+                r0, r1 = rows[w]
+                with quiet():
+                    x[r0:r1] = self._attention_out_mlp(x[r0:r1], att[r0:r1], layers[i])
+                    if i + 1 < len(layers):
+                        phase_a(i + 1, r0, r1)
+
+            return task
+
+        pool.run(first)
+        for i in range(len(layers) - 1 if last_only else len(layers)):
+            pool.run(attention(i))
+            pool.run(mlp_then_next(i))
+        if not last_only:
+            return x
+        i = len(layers) - 1  # its keys/values are cached; the same ops as _block(last_row=True)
+        j, s = (i if state is not None else 0), key_rows + t
+        with quiet():
+            a = causal_attention(q_all[-1:], keys[j, :, :s], values[j, :, :s], s - 1, self._scales[i], xp)
+            return self._attention_out_mlp(x[-1:], a, layers[i])  # [1, D]
 
     def _norm(self, x: Array, weight: Array, bias: Array | None) -> Array:
         if self._is_llama:
@@ -382,8 +553,11 @@ class Transformer:
         list of int
             The new token ids only.
         """
-        return list(self.stream(ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                top_p=top_p, seed=seed, stop_ids=stop_ids))
+        return list(
+            self.stream(
+                ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_ids=stop_ids
+            )
+        )
 
     def stream(
         self,
@@ -422,8 +596,9 @@ class Transformer:
                 logits = self.forward([token], state, last_only=True)[0]  # decode -> [V]
                 token = self._choose(logits, temperature, top_k, top_p, rng)
 
-    def _choose(self, logits: Array, temperature: float, top_k: int | None,
-                top_p: float | None, rng: np.random.Generator) -> int:
+    def _choose(
+        self, logits: Array, temperature: float, top_k: int | None, top_p: float | None, rng: np.random.Generator
+    ) -> int:
         if temperature <= 0:
             return int(self._xp.argmax(logits))
         return sample(to_numpy(logits), rng, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -459,5 +634,7 @@ class Transformer:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Transformer({c.model_type}, layers={c.num_layers}, hidden={c.hidden_size}, "
-                f"vocab={c.vocab_size}, backend={self.backend.name})")
+        return (
+            f"Transformer({c.model_type}, layers={c.num_layers}, hidden={c.hidden_size}, "
+            f"vocab={c.vocab_size}, backend={self.backend.name})"
+        )

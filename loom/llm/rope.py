@@ -104,9 +104,7 @@ def _yarn(rope: RopeConfig, dim: int) -> tuple[np.ndarray, float]:
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001
-    pos_freqs = (base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))).astype(
-        np.float32
-    )
+    pos_freqs = (base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))).astype(np.float32)
     extrapolation = (1.0 / pos_freqs).astype(np.float32)
     interpolation = (1.0 / (factor * pos_freqs)).astype(np.float32)
     ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)

@@ -111,12 +111,8 @@ class Tokenizer:
         else:
             self._chat_templates = {} if chat_template is None else {"default": chat_template}
         probe = backend.encode("", add_special_tokens=True).ids
-        self._prepend_bos = bool(
-            add_bos_token and self._bos_token_id is not None and self._bos_token_id not in probe
-        )
-        self._append_eos = bool(
-            add_eos_token and self._eos_token_id is not None and self._eos_token_id not in probe
-        )
+        self._prepend_bos = bool(add_bos_token and self._bos_token_id is not None and self._bos_token_id not in probe)
+        self._append_eos = bool(add_eos_token and self._eos_token_id is not None and self._eos_token_id not in probe)
 
     def _set_named_from_id(self, name: str, token_id: int) -> None:
         token = self._backend.id_to_token(int(token_id))
@@ -404,9 +400,7 @@ def _backend_from_json_text(text: str, source: str) -> tokenizers.Tokenizer:
     except json.JSONDecodeError as exc:
         raise ModelFormatError(f"{source}: not valid JSON ({exc})") from exc
     if not isinstance(document, dict) or "model" not in document:
-        raise ModelFormatError(
-            f"{source}: not a Hugging Face tokenizer.json (no top-level 'model' object)"
-        )
+        raise ModelFormatError(f"{source}: not a Hugging Face tokenizer.json (no top-level 'model' object)")
     try:
         return tokenizers.Tokenizer.from_str(text)
     except Exception as exc:  # the Rust parser raises a bare Exception
@@ -463,8 +457,7 @@ def _load_model_directory(directory: Path) -> Tokenizer:
         if len(gguf_files) == 1:
             return _load_gguf(gguf_files[0])
         raise ModelFormatError(
-            f"{directory}: no tokenizer.json (loom reads Hugging Face fast-tokenizer files "
-            "or a .gguf file)"
+            f"{directory}: no tokenizer.json (loom reads Hugging Face fast-tokenizer files or a .gguf file)"
         )
     try:
         text = tokenizer_file.read_text(encoding="utf-8")
@@ -487,9 +480,7 @@ def _load_model_directory(directory: Path) -> Tokenizer:
     named = {name: _token_content(tokenizer_config.get(name)) for name in NAMED_SPECIAL_TOKENS}
     config_eos = _id_list(model_config.get("eos_token_id"))
     generation_eos = _id_list(generation_config.get("eos_token_id"))
-    bos_ids = _id_list(generation_config.get("bos_token_id")) or _id_list(
-        model_config.get("bos_token_id")
-    )
+    bos_ids = _id_list(generation_config.get("bos_token_id")) or _id_list(model_config.get("bos_token_id"))
     return Tokenizer(
         backend,
         named_tokens=named,
@@ -542,9 +533,7 @@ def load_tokenizer_from_bytes(data: bytes | bytearray | memoryview | str) -> Tok
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ModelFormatError(
-            f"<tokenizer bytes>: neither UTF-8 tokenizer JSON nor a GGUF file ({exc})"
-        ) from exc
+        raise ModelFormatError(f"<tokenizer bytes>: neither UTF-8 tokenizer JSON nor a GGUF file ({exc})") from exc
     return Tokenizer(_backend_from_json_text(text, "<tokenizer bytes>"), source="<tokenizer bytes>")
 
 

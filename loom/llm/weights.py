@@ -45,8 +45,12 @@ __all__ = [
 ]
 
 Array = Any
-_DTYPES = {"F32": (np.dtype("<f4"), 4), "F16": (np.dtype("<f2"), 2), "BF16": (np.dtype("<u2"), 2),
-           "F64": (np.dtype("<f8"), 8)}
+_DTYPES = {
+    "F32": (np.dtype("<f4"), 4),
+    "F16": (np.dtype("<f2"), 2),
+    "BF16": (np.dtype("<u2"), 2),
+    "F64": (np.dtype("<f8"), 8),
+}
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -94,9 +98,7 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
             try:
                 with open(path, "rb") as handle:
                     size = path.stat().st_size
-                    self._buffer = (
-                        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-                    )
+                    self._buffer = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             except OSError as exc:
                 raise ModelFormatError(f"{self.name}: cannot open safetensors file ({exc})") from exc
         self._entries, self._data_start = self._parse_header()
@@ -106,14 +108,12 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         total = len(self._buffer)
         if total < 8:
             raise ModelFormatError(
-                f"{self.name}: not a safetensors file (only {total} bytes; expected an 8-byte "
-                "header length)"
+                f"{self.name}: not a safetensors file (only {total} bytes; expected an 8-byte header length)"
             )
         header_len = int(np.frombuffer(self._buffer[:8], dtype="<u8")[0])
         if 8 + header_len > total:
             raise ModelFormatError(
-                f"{self.name}: header length {header_len} runs past the end of the file "
-                f"({total} bytes)"
+                f"{self.name}: header length {header_len} runs past the end of the file ({total} bytes)"
             )
         try:
             header = json.loads(bytes(self._buffer[8 : 8 + header_len]).decode("utf-8"))
@@ -201,9 +201,7 @@ def open_safetensors_dir(folder: str | Path) -> Mapping[str, np.ndarray]:
     single = folder / "model.safetensors"
     paths = [single] if single.is_file() else sorted(folder.glob("*.safetensors"))
     if not paths:
-        raise ModelFormatError(
-            f"{folder}: no model.safetensors, model.safetensors.index.json or *.safetensors file"
-        )
+        raise ModelFormatError(f"{folder}: no model.safetensors, model.safetensors.index.json or *.safetensors file")
     if len(paths) == 1:
         return SafetensorsFile(paths[0])
     return _ShardedTensors([SafetensorsFile(p) for p in paths])
@@ -282,14 +280,11 @@ class _TensorReader:
 
     def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in self.tensors:
-            raise ModelFormatError(
-                f"{self.source}: missing tensor '{name}' (expected shape {list(shape)})"
-            )
+            raise ModelFormatError(f"{self.source}: missing tensor '{name}' (expected shape {list(shape)})")
         array = np.asarray(self.tensors[name])
         if tuple(array.shape) != tuple(shape):
             raise ModelFormatError(
-                f"{self.source}: tensor '{name}' has shape {list(array.shape)}, "
-                f"expected {list(shape)}"
+                f"{self.source}: tensor '{name}' has shape {list(array.shape)}, expected {list(shape)}"
             )
         return array
 
@@ -352,13 +347,18 @@ def _build_llama(cfg: TransformerConfig, r: _TensorReader, put: Any) -> Transfor
         q = r.get(p + "self_attn.q_proj.weight", (q_out, d))
         k = r.get(p + "self_attn.k_proj.weight", (kv_out, d))
         val = r.get(p + "self_attn.v_proj.weight", (kv_out, d))
-        biases = [r.optional(p + f"self_attn.{n}_proj.bias", (size,), cfg.attention_bias)
-                  for n, size in (("q", q_out), ("k", kv_out), ("v", kv_out))]
+        biases = [
+            r.optional(p + f"self_attn.{n}_proj.bias", (size,), cfg.attention_bias)
+            for n, size in (("q", q_out), ("k", kv_out), ("v", kv_out))
+        ]
         qkv_bias = None
         if any(b is not None for b in biases):
-            qkv_bias = np.concatenate([b if b is not None else np.zeros(size, np.float32)
-                                       for b, size in zip(biases, (q_out, kv_out, kv_out),
-                                                          strict=True)])
+            qkv_bias = np.concatenate(
+                [
+                    b if b is not None else np.zeros(size, np.float32)
+                    for b, size in zip(biases, (q_out, kv_out, kv_out), strict=True)
+                ]
+            )
         gate = r.get(p + "mlp.gate_proj.weight", (di, d))
         up = r.get(p + "mlp.up_proj.weight", (di, d))
         gate_b = r.optional(p + "mlp.gate_proj.bias", (di,), cfg.mlp_bias)
@@ -366,28 +366,27 @@ def _build_llama(cfg: TransformerConfig, r: _TensorReader, put: Any) -> Transfor
         mlp_in_bias = None
         if gate_b is not None or up_b is not None:
             zeros = np.zeros(di, np.float32)
-            mlp_in_bias = np.concatenate([zeros if gate_b is None else gate_b,
-                                          zeros if up_b is None else up_b])
-        layers.append(LayerWeights(
-            attn_norm=put(r.get(p + "input_layernorm.weight", (d,))),
-            qkv=put(np.concatenate([q, k, val], axis=0).T),  # [D, (H+2Hk)hd]
-            qkv_bias=_maybe(put, qkv_bias),
-            out=put(r.get(p + "self_attn.o_proj.weight", (d, q_out)).T),  # [H hd, D]
-            out_bias=_maybe(put, r.optional(p + "self_attn.o_proj.bias", (d,),
-                                            cfg.attention_out_bias)),
-            mlp_norm=put(r.get(p + "post_attention_layernorm.weight", (d,))),
-            mlp_in=put(np.concatenate([gate, up], axis=0).T),  # [D, 2Di]
-            mlp_in_bias=_maybe(put, mlp_in_bias),
-            mlp_out=put(r.get(p + "mlp.down_proj.weight", (d, di)).T),  # [Di, D]
-            mlp_out_bias=_maybe(put, r.optional(p + "mlp.down_proj.bias", (d,), cfg.mlp_bias)),
-        ))
+            mlp_in_bias = np.concatenate([zeros if gate_b is None else gate_b, zeros if up_b is None else up_b])
+        layers.append(
+            LayerWeights(
+                attn_norm=put(r.get(p + "input_layernorm.weight", (d,))),
+                qkv=put(np.concatenate([q, k, val], axis=0).T),  # [D, (H+2Hk)hd]
+                qkv_bias=_maybe(put, qkv_bias),
+                out=put(r.get(p + "self_attn.o_proj.weight", (d, q_out)).T),  # [H hd, D]
+                out_bias=_maybe(put, r.optional(p + "self_attn.o_proj.bias", (d,), cfg.attention_out_bias)),
+                mlp_norm=put(r.get(p + "post_attention_layernorm.weight", (d,))),
+                mlp_in=put(np.concatenate([gate, up], axis=0).T),  # [D, 2Di]
+                mlp_in_bias=_maybe(put, mlp_in_bias),
+                mlp_out=put(r.get(p + "mlp.down_proj.weight", (d, di)).T),  # [Di, D]
+                mlp_out_bias=_maybe(put, r.optional(p + "mlp.down_proj.bias", (d,), cfg.mlp_bias)),
+            )
+        )
     embed = r.get(prefix + "embed_tokens.weight", (v, d))
     final_norm = put(r.get(prefix + "norm.weight", (d,)))
     if cfg.tie_word_embeddings:
         return TransformerWeights(head=put(embed.T), final_norm=final_norm, layers=layers)
     head = r.get("lm_head.weight", (v, d))
-    return TransformerWeights(head=put(head.T), embed=put(embed), final_norm=final_norm,
-                              layers=layers)
+    return TransformerWeights(head=put(head.T), embed=put(embed), final_norm=final_norm, layers=layers)
 
 
 def _build_gpt2(cfg: TransformerConfig, r: _TensorReader, put: Any) -> TransformerWeights:
@@ -398,20 +397,22 @@ def _build_gpt2(cfg: TransformerConfig, r: _TensorReader, put: Any) -> Transform
     layers = []
     for i in range(cfg.num_layers):
         p = f"{prefix}h.{i}."
-        layers.append(LayerWeights(
-            attn_norm=put(r.get(p + "ln_1.weight", (d,))),
-            attn_norm_bias=put(r.get(p + "ln_1.bias", (d,))),
-            qkv=put(r.get(p + "attn.c_attn.weight", (d, 3 * d))),  # Conv1D: already [in, out]
-            qkv_bias=put(r.get(p + "attn.c_attn.bias", (3 * d,))),
-            out=put(r.get(p + "attn.c_proj.weight", (d, d))),
-            out_bias=put(r.get(p + "attn.c_proj.bias", (d,))),
-            mlp_norm=put(r.get(p + "ln_2.weight", (d,))),
-            mlp_norm_bias=put(r.get(p + "ln_2.bias", (d,))),
-            mlp_in=put(r.get(p + "mlp.c_fc.weight", (d, di))),
-            mlp_in_bias=put(r.get(p + "mlp.c_fc.bias", (di,))),
-            mlp_out=put(r.get(p + "mlp.c_proj.weight", (di, d))),
-            mlp_out_bias=put(r.get(p + "mlp.c_proj.bias", (d,))),
-        ))
+        layers.append(
+            LayerWeights(
+                attn_norm=put(r.get(p + "ln_1.weight", (d,))),
+                attn_norm_bias=put(r.get(p + "ln_1.bias", (d,))),
+                qkv=put(r.get(p + "attn.c_attn.weight", (d, 3 * d))),  # Conv1D: already [in, out]
+                qkv_bias=put(r.get(p + "attn.c_attn.bias", (3 * d,))),
+                out=put(r.get(p + "attn.c_proj.weight", (d, d))),
+                out_bias=put(r.get(p + "attn.c_proj.bias", (d,))),
+                mlp_norm=put(r.get(p + "ln_2.weight", (d,))),
+                mlp_norm_bias=put(r.get(p + "ln_2.bias", (d,))),
+                mlp_in=put(r.get(p + "mlp.c_fc.weight", (d, di))),
+                mlp_in_bias=put(r.get(p + "mlp.c_fc.bias", (di,))),
+                mlp_out=put(r.get(p + "mlp.c_proj.weight", (di, d))),
+                mlp_out_bias=put(r.get(p + "mlp.c_proj.bias", (d,))),
+            )
+        )
     wte = r.get(prefix + "wte.weight", (v, d))
     common = dict(
         final_norm=put(r.get(prefix + "ln_f.weight", (d,))),

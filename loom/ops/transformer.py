@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from loom.backend import device_constant
+
 __all__ = [
     "causal_attention",
+    "causal_attention_block",
     "decode_attention",
     "gelu_tanh",
     "layer_norm",
@@ -51,7 +54,7 @@ def rms_norm(x: Array, weight: Array, eps: float, xp: Any) -> Array:
     Returns
     -------
     array
-        ``[..., D]``: ``weight * x / sqrt(mean(x**2) + eps)``.
+        ``[..., D]``: ``x * (1 / sqrt(mean(x**2) + eps)) * weight`` (Hugging Face's order).
 
     Examples
     --------
@@ -59,8 +62,10 @@ def rms_norm(x: Array, weight: Array, eps: float, xp: Any) -> Array:
     >>> rms_norm(np.array([[3.0, 4.0]]), np.ones(2), 0.0, np).round(4).tolist()
     [[0.8485, 1.1314]]
     """
-    sum_square = xp.sum(x * x, axis=-1, keepdims=True)  # [..., 1]
-    return weight * (x / xp.sqrt(sum_square * (1.0 / x.shape[-1]) + eps))  # [..., D]
+    sum_square = xp.vecdot(x, x)[..., None]  # [..., 1]
+    out = x * (1.0 / xp.sqrt(sum_square * (1.0 / x.shape[-1]) + eps))  # [..., D]
+    out *= weight
+    return out
 
 
 def layer_norm(x: Array, weight: Array, bias: Array, eps: float, xp: Any) -> Array:
@@ -102,10 +107,11 @@ def silu(x: Array, xp: Any) -> Array:
 
 
 def swiglu(gate: Array, up: Array, xp: Any) -> Array:
-    """SwiGLU activation ``silu(gate) * up = gate * up / (1 + exp(-gate))`` (LLaMA MLP).
+    """SwiGLU activation ``silu(gate) * up = gate / (1 + exp(-gate)) * up`` (LLaMA MLP).
 
-    Written as torch computes ``silu``; for ``gate < -88`` the float32 ``exp``
-    overflows to ``inf`` and the result is the correct ``-0`` (NumPy callers
+    Written as torch computes ``silu`` (then times ``up``), in place on one new
+    array (NumPy and CuPy ufuncs take ``out=``); for ``gate < -88`` the float32
+    ``exp`` overflows to ``inf`` and ``silu`` is the correct ``-0`` (NumPy callers
     may silence the overflow warning, see :class:`loom.llm.model.Transformer`).
 
     Parameters
@@ -126,10 +132,13 @@ def swiglu(gate: Array, up: Array, xp: Any) -> Array:
     >>> float(swiglu(np.array(1.0), np.array(2.0), np).round(6))
     1.462117
     """
-    denominator = xp.exp(-gate)  # [..., Di]
-    denominator += 1.0
-    out = gate * up  # [..., Di]
-    out /= denominator
+    out = -gate  # [..., Di]; the only new array, the rest is computed in place
+    if out.ndim == 0:  # NumPy gives a scalar for 0-d input: nothing to write into
+        return gate / (1.0 + xp.exp(out)) * up
+    xp.exp(out, out=out)
+    out += 1.0
+    xp.divide(gate, out, out=out)  # silu(gate)
+    out *= up
     return out
 
 
@@ -199,7 +208,9 @@ def rope_apply(x: Array, cos: Array, sin: Array, xp: Any) -> Array:
     x : array
         ``[T, n_heads, hd]`` queries or keys.
     cos, sin : array
-        ``[T, R]`` rows of :func:`rope_tables` for the tokens' positions.
+        ``[T, R]`` rows of :func:`rope_tables` for the tokens' positions, or the
+        same repeated for every head, ``[T, n_heads, R]`` (contiguous: faster
+        for many tokens, see :meth:`loom.llm.model.Transformer.forward`).
     xp : module
         Array namespace.
 
@@ -213,8 +224,13 @@ def rope_apply(x: Array, cos: Array, sin: Array, xp: Any) -> Array:
     half = r // 2
     if r < x.shape[-1]:  # partial rotary: rotate the first R components only
         return xp.concat([rope_apply(x[..., :r], cos, sin, xp), x[..., r:]], axis=-1)
+    if cos.ndim == 2:
+        cos, sin = cos[:, None, :], sin[:, None, :]  # [T, 1, R]
     swapped = xp.concat([x[..., half:], x[..., :half]], axis=-1)  # [T, n, R]: [x2, x1]
-    return x * cos[:, None, :] + swapped * sin[:, None, :]  # [T, n, R]
+    out = x * cos  # [T, n, R]
+    swapped *= sin
+    out += swapped
+    return out
 
 
 def causal_attention(
@@ -264,7 +280,7 @@ def causal_attention(
     for b0 in range(0, t, block):
         b1 = min(t, b0 + block)
         visible = start + b1  # keys this block can attend to
-        outs.append(_attention_block(q[b0:b1], keys[:, :visible], values[:, :visible], start + b0, scale, xp))
+        outs.append(causal_attention_block(q[b0:b1], keys[:, :visible], values[:, :visible], start + b0, scale, xp))
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)  # [T, H*hd]
 
 
@@ -304,8 +320,12 @@ def decode_attention(q: Array, keys: Array, values: Array, visible: Array, scale
     return xp.reshape(out, (1, h * hd))  # [1, H*hd]
 
 
-def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any) -> Array:
-    """Masked attention of ``[T, H, hd]`` queries at ``start..`` over ``[Hk, start+T, hd]``."""
+def causal_attention_block(q: Array, keys: Array, values: Array, start: int, scale: float, xp: Any) -> Array:
+    """Masked attention of ``[T, H, hd]`` queries at ``start..`` over ``[Hk, start+T, hd]`` keys/values.
+
+    One query block of :func:`causal_attention` (returns ``[T, H*hd]``); a
+    row-parallel prefill calls it directly for the blocks each worker takes.
+    """
     t, h, hd = q.shape
     hk, s, _ = keys.shape
     g = h // hk
@@ -313,11 +333,20 @@ def _attention_block(q: Array, keys: Array, values: Array, start: int, scale: fl
     qg = xp.reshape(qg, (hk, g * t, hd))  # [Hk, G*T, hd]
     scores = xp.reshape(qg @ xp.permute_dims(keys, (0, 2, 1)), (hk, g, t, s))  # [Hk, G, T, S]
     # only the last T columns can lie in a query's future: mask that [T, T] corner in place
-    future = xp.arange(t)[None, :] > xp.arange(t)[:, None]  # [T, T]
-    scores[..., s - t :] += xp.where(future, -xp.inf, xp.zeros((t, t), dtype=scores.dtype))
+    scores[..., s - t :] += _future_mask(t, scores.dtype, xp)
     out = _softmax_matmul(xp.reshape(scores, (hk, g * t, s)), values, xp)  # [Hk, G*T, hd]
     out = xp.reshape(out, (hk, g, t, hd))  # [Hk, G, T, hd]
     return xp.reshape(xp.permute_dims(out, (2, 0, 1, 3)), (t, h * hd))  # [T, H*hd]
+
+
+def _future_mask(t: int, dtype: Any, xp: Any) -> Array:
+    """Additive causal mask ``[T, T]``: ``-inf`` above the diagonal, 0 elsewhere (one per device; never written)."""
+
+    def make() -> np.ndarray:
+        future = np.arange(t)[None, :] > np.arange(t)[:, None]  # [T, T]
+        return np.where(future, -np.inf, 0.0).astype(dtype)
+
+    return device_constant(xp, ("loom_future_mask", t, str(dtype)), make)
 
 
 def _softmax_matmul(scores: Array, values: Array, xp: Any) -> Array:
@@ -327,5 +356,5 @@ def _softmax_matmul(scores: Array, values: Array, xp: Any) -> Array:
     ``[Hk, R, S]`` probabilities.
     """
     scores -= xp.max(scores, axis=-1, keepdims=True)
-    weights = xp.exp(scores)  # [Hk, R, S] unnormalised
+    weights = xp.exp(scores, out=scores)  # [Hk, R, S] unnormalised, in place
     return (weights @ values) / xp.sum(weights, axis=-1, keepdims=True)  # [Hk, R, hd]
