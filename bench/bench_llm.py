@@ -63,8 +63,7 @@ def random_smollm2(seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]
     def normal(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
 
-    tensors = {"model.embed_tokens.weight": normal(c["vocab_size"], d),
-               "model.norm.weight": np.ones(d, np.float32)}
+    tensors = {"model.embed_tokens.weight": normal(c["vocab_size"], d), "model.norm.weight": np.ones(d, np.float32)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         tensors |= {
@@ -102,8 +101,7 @@ def best(times: list[float]) -> float:
     return min(times)
 
 
-def time_loom(model: Any, short: list[int], long: list[int], new_tokens: int,
-              repeats: int) -> dict[str, Any]:
+def time_loom(model: Any, short: list[int], long: list[int], new_tokens: int, repeats: int) -> dict[str, Any]:
     """Decode tokens/s and prefill seconds of a loom Transformer."""
     be = model.backend
     decode_rates = []
@@ -124,24 +122,40 @@ def time_loom(model: Any, short: list[int], long: list[int], new_tokens: int,
         be.synchronize()
         prefill.append(time.perf_counter() - t0)
     last_logits = be.to_numpy(model.forward(long))[-1]
-    return {"decode": max(decode_rates), "prefill": best(prefill), "greedy": greedy,
-            "last_logits": last_logits}
+    return {"decode": max(decode_rates), "prefill": best(prefill), "greedy": greedy, "last_logits": last_logits}
 
 
-def time_hf(config: dict[str, Any], tensors: dict[str, np.ndarray], short: list[int],
-            long: list[int], new_tokens: int, repeats: int,
-            device: str = "cpu") -> dict[str, Any] | str:
+def time_hf(
+    config: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    short: list[int],
+    long: list[int],
+    new_tokens: int,
+    repeats: int,
+    device: str = "cpu",
+) -> dict[str, Any] | str:
     """Same measurements with transformers ``LlamaForCausalLM`` (or why it was skipped)."""
     try:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError as exc:
         return f"skipped ({exc.name} not installed)"
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-            "rms_norm_eps", "rope_theta", "tie_word_embeddings", "bos_token_id", "eos_token_id")
-    hf_config = LlamaConfig(**{k: config[k] for k in keys if k in config},
-                            torch_dtype=torch.float32)
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+    )
+    hf_config = LlamaConfig(**{k: config[k] for k in keys if k in config}, torch_dtype=torch.float32)
     model = LlamaForCausalLM(hf_config).eval()
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -169,8 +183,7 @@ def time_hf(config: dict[str, Any], tensors: dict[str, np.ndarray], short: list[
             model.generate(short_t, max_new_tokens=1, min_new_tokens=1, **kwargs)
             sync()
             t1 = time.perf_counter()
-            out = model.generate(short_t, max_new_tokens=new_tokens + 1,
-                                 min_new_tokens=new_tokens + 1, **kwargs)
+            out = model.generate(short_t, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, **kwargs)
             sync()
             t2 = time.perf_counter()
             decode_rates.append(new_tokens / ((t2 - t1) - (t1 - t0)))
@@ -184,20 +197,26 @@ def time_hf(config: dict[str, Any], tensors: dict[str, np.ndarray], short: list[
             prefill.append(time.perf_counter() - t0)
         last_logits = model(long_t).logits[0, -1].cpu().numpy()
     where = f"{device}, {torch.get_num_threads()} threads" if device == "cpu" else device
-    return {"decode": max(decode_rates), "prefill": best(prefill), "greedy": greedy,
-            "last_logits": last_logits, "where": where}
+    return {
+        "decode": max(decode_rates),
+        "prefill": best(prefill),
+        "greedy": greedy,
+        "last_logits": last_logits,
+        "where": where,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    parser.add_argument("--random-weights", action="store_true",
-                        help="seeded random SmolLM2-135M-shaped weights instead of the GGUF")
-    parser.add_argument("--model", default=None,
-                        help="a .gguf file or model folder (default: the embedded SmolLM2 GGUF)")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="seeded random SmolLM2-135M-shaped weights instead of the GGUF"
+    )
+    parser.add_argument(
+        "--model", default=None, help="a .gguf file or model folder (default: the embedded SmolLM2 GGUF)"
+    )
     parser.add_argument("--skip-hf", action="store_true", help="do not run transformers")
-    parser.add_argument("--hf-device", default="cpu",
-                        help="torch device for transformers: cpu (default) or cuda")
+    parser.add_argument("--hf-device", default="cpu", help="torch device for transformers: cpu (default) or cuda")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prefill-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -212,38 +231,46 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.model) if args.model else default_model_path()
         config_dict, tensors, short = model_weights(path)
         source = f"{path.name} as float32"
-    long = (np.random.default_rng(1).integers(3, config_dict["vocab_size"],
-                                             args.prefill_tokens)).tolist()
+    long = (np.random.default_rng(1).integers(3, config_dict["vocab_size"], args.prefill_tokens)).tolist()
     config = TransformerConfig.from_dict(config_dict)
     model = transformer_from_tensors(config, tensors, backend=backend)
     nbytes = model.weights.nbytes
-    print(f"model: {config_dict.get('model_type', '?')}, {config.num_layers} layers, {source}; "
-          f"float32 weights {nbytes / 1e6:.0f} MB; "
-          f"prompt {len(short)} tokens, {args.new_tokens} new tokens; prefill "
-          f"{args.prefill_tokens} tokens; best of {args.repeats}")
+    print(
+        f"model: {config_dict.get('model_type', '?')}, {config.num_layers} layers, {source}; "
+        f"float32 weights {nbytes / 1e6:.0f} MB; "
+        f"prompt {len(short)} tokens, {args.new_tokens} new tokens; prefill "
+        f"{args.prefill_tokens} tokens; best of {args.repeats}"
+    )
     loom_res = time_loom(model, short, long, args.new_tokens, args.repeats)
-    print(f"loom ({backend.name}):   decode {loom_res['decode']:6.1f} tokens/s "
-          f"({nbytes / 1e9 * loom_res['decode']:.1f} GB/s of weights)   "
-          f"prefill {loom_res['prefill']:.3f} s ({args.prefill_tokens / loom_res['prefill']:.0f} "
-          "tokens/s)")
+    print(
+        f"loom ({backend.name}):   decode {loom_res['decode']:6.1f} tokens/s "
+        f"({nbytes / 1e9 * loom_res['decode']:.1f} GB/s of weights)   "
+        f"prefill {loom_res['prefill']:.3f} s ({args.prefill_tokens / loom_res['prefill']:.0f} "
+        "tokens/s)"
+    )
     if args.skip_hf:
         print("transformers: skipped (--skip-hf)")
         return 0
     del model
     gc.collect()
-    hf_res = time_hf(config_dict, tensors, short, long, args.new_tokens, args.repeats,
-                     args.hf_device)
+    hf_res = time_hf(config_dict, tensors, short, long, args.new_tokens, args.repeats, args.hf_device)
     if isinstance(hf_res, str):
         print(f"transformers: {hf_res}")
         return 0
-    print(f"transformers (torch {hf_res['where']}): decode "
-          f"{hf_res['decode']:6.1f} tokens/s   prefill {hf_res['prefill']:.3f} s")
-    print(f"ratio loom/transformers: decode {loom_res['decode'] / hf_res['decode']:.2f}x   "
-          f"prefill {hf_res['prefill'] / loom_res['prefill']:.2f}x (speed-up, >1 = loom faster)")
+    print(
+        f"transformers (torch {hf_res['where']}): decode "
+        f"{hf_res['decode']:6.1f} tokens/s   prefill {hf_res['prefill']:.3f} s"
+    )
+    print(
+        f"ratio loom/transformers: decode {loom_res['decode'] / hf_res['decode']:.2f}x   "
+        f"prefill {hf_res['prefill'] / loom_res['prefill']:.2f}x (speed-up, >1 = loom faster)"
+    )
     diff = float(np.abs(loom_res["last_logits"] - hf_res["last_logits"]).max())
-    print(f"check: max |logit diff| at the last prefill position {diff:.2e}; greedy ids "
-          f"{'agree' if loom_res['greedy'] == hf_res['greedy'] else 'DIFFER'} "
-          f"(loom {loom_res['greedy']}, hf {hf_res['greedy']})")
+    print(
+        f"check: max |logit diff| at the last prefill position {diff:.2e}; greedy ids "
+        f"{'agree' if loom_res['greedy'] == hf_res['greedy'] else 'DIFFER'} "
+        f"(loom {loom_res['greedy']}, hf {hf_res['greedy']})"
+    )
     return 0
 
 

@@ -117,9 +117,11 @@ def compare_tokenizers(loom_tok, hf_tok) -> None:
         hf_pieces = [p for p, _ in hf_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
         split_differs += our_pieces != hf_pieces
         status = "ids same" if ours == theirs else "ids DIFFER from HF-GGUF"
-        print(f"  {text[:44]!r:48} loom {len(ours):3d} tok | HF-GGUF {len(theirs):3d} | {status}"
-              f"{'' if ours == reference else ' | DIFFERS from original!'}"
-              f"{' | pre-split differs' if our_pieces != hf_pieces else ''}")
+        print(
+            f"  {text[:44]!r:48} loom {len(ours):3d} tok | HF-GGUF {len(theirs):3d} | {status}"
+            f"{'' if ours == reference else ' | DIFFERS from original!'}"
+            f"{' | pre-split differs' if our_pieces != hf_pieces else ''}"
+        )
         if our_pieces != hf_pieces:
             print(f"      pieces loom    : {our_pieces[:12]}")
             print(f"      pieces HF-GGUF : {hf_pieces[:12]}")
@@ -132,13 +134,15 @@ def compare_tokenizers(loom_tok, hf_tok) -> None:
     print(f"  pre-tokenization differs from transformers GGUF   : {split_differs}/{n} strings")
     numeric = digit_tokens(loom_tok)
     print(f"  vocabulary tokens of 2+ characters holding a numeral: {len(numeric)} {numeric[:8]}")
-    print("  transformers 5 has no mapping for tokenizer.ggml.pre='smollm' and pre-tokenizes with\n"
-          "  GPT-2's regex (' ?\\p{N}+' keeps ' 2024' whole), while the original SmolLM2\n"
-          "  tokenizer.json and llama.cpp isolate every digit. loom follows the original. On\n"
-          "  SmolLM2 the ids still agree because its BPE has no merge involving a digit (trained\n"
-          "  on isolated digits), so ' 2024' ends up as 'Ġ','2','0','2','4' either way; on a\n"
-          "  vocabulary with digit merges the ids would differ (tests/llm/test_gguf.py::\n"
-          "  test_smollm_pre_tokenizer_splits_every_digit shows it on the tiny fixture vocab).")
+    print(
+        "  transformers 5 has no mapping for tokenizer.ggml.pre='smollm' and pre-tokenizes with\n"
+        "  GPT-2's regex (' ?\\p{N}+' keeps ' 2024' whole), while the original SmolLM2\n"
+        "  tokenizer.json and llama.cpp isolate every digit. loom follows the original. On\n"
+        "  SmolLM2 the ids still agree because its BPE has no merge involving a digit (trained\n"
+        "  on isolated digits), so ' 2024' ends up as 'Ġ','2','0','2','4' either way; on a\n"
+        "  vocabulary with digit merges the ids would differ (tests/llm/test_gguf.py::\n"
+        "  test_smollm_pre_tokenizer_splits_every_digit shows it on the tiny fixture vocab)."
+    )
 
 
 def compare_chat_templates(loom_tok, hf_tok) -> None:
@@ -146,10 +150,11 @@ def compare_chat_templates(loom_tok, hf_tok) -> None:
     for messages in CONVERSATIONS:
         for add_prompt in (True, False):
             ours = loom_tok.apply_chat_template(messages, add_generation_prompt=add_prompt)
-            theirs = hf_tok.apply_chat_template(messages, tokenize=False,
-                                                add_generation_prompt=add_prompt)
-            print(f"  {len(messages)} messages, add_generation_prompt={add_prompt}: "
-                  f"{'identical' if ours == theirs else 'DIFFERENT'} ({len(ours)} chars)")
+            theirs = hf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_prompt)
+            print(
+                f"  {len(messages)} messages, add_generation_prompt={add_prompt}: "
+                f"{'identical' if ours == theirs else 'DIFFERENT'} ({len(ours)} chars)"
+            )
             if ours != theirs:
                 print(f"    loom: {ours!r}\n    HF  : {theirs!r}")
 
@@ -167,8 +172,7 @@ def compare_weights(gguf_model, hf_model) -> None:
         compared += 1
         if diff > worst:
             worst_name, worst = name, diff
-    print(f"  {compared} tensors compared, max abs diff {worst:.3g}"
-          f"{f' ({worst_name})' if worst_name else ''}")
+    print(f"  {compared} tensors compared, max abs diff {worst:.3g}{f' ({worst_name})' if worst_name else ''}")
     if missing:
         print(f"  not in the transformers model: {missing[:5]}")
 
@@ -198,18 +202,25 @@ def compare_model(path: Path, hf_model, loom_tok, hf_tok, new_tokens: int) -> No
             hf_logits = hf_model(torch.tensor([ids])).logits[0, -1].float().numpy()
         ours = np.asarray(to_numpy(model.logits(ids))[-1], dtype=np.float32)
         diff = float(np.abs(ours - hf_logits).max())
-        print(f"  {prompt[:40]!r:44} {len(ids):3d} ids: max |Δlogit| {diff:.2e}, "
-              f"argmax {'same' if ours.argmax() == hf_logits.argmax() else 'DIFFERENT'}")
+        print(
+            f"  {prompt[:40]!r:44} {len(ids):3d} ids: max |Δlogit| {diff:.2e}, "
+            f"argmax {'same' if ours.argmax() == hf_logits.argmax() else 'DIFFERENT'}"
+        )
         with torch.no_grad():
-            hf_out = hf_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
-                                       dtype=torch.long), max_new_tokens=new_tokens,
-                                       do_sample=False, pad_token_id=hf_tok.pad_token_id)
-        hf_new = hf_out[0, len(ids):].tolist()
+            hf_out = hf_model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=hf_tok.pad_token_id,
+            )
+        hf_new = hf_out[0, len(ids) :].tolist()
         loom_new = list(model.generate(ids, new_tokens, temperature=0.0))
         # transformers stops at EOS, loom's generate without stop_ids does not: compare HF's length
         same = loom_new[: len(hf_new)] == hf_new
-        print(f"      greedy {len(hf_new)} tokens: {'identical' if same else 'DIFFERENT'}: "
-              f"{loom_tok.decode(loom_new)!r}")
+        print(
+            f"      greedy {len(hf_new)} tokens: {'identical' if same else 'DIFFERENT'}: {loom_tok.decode(loom_new)!r}"
+        )
         if not same:
             print(f"      HF: {hf_tok.decode(hf_new)!r}")
 
@@ -237,12 +248,10 @@ def main() -> None:
 
     start = time.perf_counter()
     gguf_model = load_gguf(path)
-    print(f"loom load_gguf (metadata + tokenizer + dequantise to float32): "
-          f"{time.perf_counter() - start:.2f} s")
+    print(f"loom load_gguf (metadata + tokenizer + dequantise to float32): {time.perf_counter() - start:.2f} s")
     start = time.perf_counter()
     hf_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                    dtype=torch.float32)
+    hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     hf_model.eval()
     print(f"transformers from_pretrained(gguf_file=...): {time.perf_counter() - start:.2f} s")
 

@@ -32,10 +32,9 @@ def safetensors_bytes(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes
 
 def float32_safetensors(tensors: dict[str, np.ndarray]) -> bytes:
     """Safetensors bytes holding float32 arrays."""
-    return safetensors_bytes({
-        name: ("F32", list(a.shape), np.ascontiguousarray(a, dtype="<f4").tobytes())
-        for name, a in tensors.items()
-    })
+    return safetensors_bytes(
+        {name: ("F32", list(a.shape), np.ascontiguousarray(a, dtype="<f4").tobytes()) for name, a in tensors.items()}
+    )
 
 
 def fixture_tensors(folder: Path) -> dict[str, np.ndarray]:

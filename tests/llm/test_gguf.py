@@ -221,10 +221,7 @@ def write_gpt2_gguf(model_dir: Path, path: Path, qtype) -> Path:
 
 def expected_llama_tensors(model_dir: Path, qtype) -> dict[str, np.ndarray]:
     weights = load_safetensors_float32(model_dir / "model.safetensors")
-    return {
-        name: round_trip(values, qtype) if values.ndim == 2 else values
-        for name, values in weights.items()
-    }
+    return {name: round_trip(values, qtype) if values.ndim == 2 else values for name, values in weights.items()}
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -251,9 +248,7 @@ def llama_ggufs(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 def assert_same_ids(tokenizer: Tokenizer, original: Tokenizer, texts: list[str]) -> None:
     for text in texts:
-        assert tokenizer.encode(text, add_special_tokens=False) == original.encode(
-            text, add_special_tokens=False
-        ), text
+        assert tokenizer.encode(text, add_special_tokens=False) == original.encode(text, add_special_tokens=False), text
         assert tokenizer.encode(text) == original.encode(text), text
 
 
@@ -266,10 +261,24 @@ def test_llama_gguf_round_trip(
     assert isinstance(model, GGUFModel)
     hf_config = json.loads((tiny_llama / "config.json").read_text(encoding="utf-8"))
     for key in (
-        "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
-        "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-        "rms_norm_eps", "tie_word_embeddings", "max_position_embeddings", "bos_token_id",
-        "eos_token_id", "pad_token_id", "hidden_act", "attention_bias", "mlp_bias",
+        "architectures",
+        "model_type",
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        "tie_word_embeddings",
+        "max_position_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "hidden_act",
+        "attention_bias",
+        "mlp_bias",
     ):
         assert model.config[key] == hf_config[key], key
     assert model.config["rope_theta"] == hf_config["rope_parameters"]["rope_theta"]
@@ -334,9 +343,7 @@ def wide_vocab(tiny_llama: Path) -> Path:
     return tiny_llama / "tokenizer.json"
 
 
-@pytest.mark.parametrize(
-    "qtype_name", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q5_0", "Q5_1", "F16"]
-)
+@pytest.mark.parametrize("qtype_name", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q5_0", "Q5_1", "F16"])
 def test_storage_types_on_a_256_wide_model(wide_vocab: Path, tmp_path: Path, qtype_name: str) -> None:
     """K-quants need rows of 256; their blocks are random bytes (gguf cannot quantize them)."""
     qtype = Q[qtype_name]
@@ -355,8 +362,12 @@ def test_storage_types_on_a_256_wide_model(wide_vocab: Path, tmp_path: Path, qty
     }
     writer = gguf.GGUFWriter(tmp_path / "wide.gguf", arch="llama")
     for key, value in (
-        ("context_length", 64), ("embedding_length", hidden), ("block_count", 1),
-        ("feed_forward_length", hidden), ("head_count", n_head), ("head_count_kv", n_kv),
+        ("context_length", 64),
+        ("embedding_length", hidden),
+        ("block_count", 1),
+        ("feed_forward_length", hidden),
+        ("head_count", n_head),
+        ("head_count_kv", n_kv),
     ):
         getattr(writer, f"add_{key}")(value)
     writer.add_layer_norm_rms_eps(1e-5)
@@ -387,12 +398,8 @@ def test_storage_types_on_a_256_wide_model(wide_vocab: Path, tmp_path: Path, qty
         model.tensors[f"{layer}.self_attn.k_proj.weight"],
         unpermute_reference(dequantised["blk.0.attn_k.weight"], n_kv),
     )
-    np.testing.assert_array_equal(
-        model.tensors[f"{layer}.mlp.down_proj.weight"], dequantised["blk.0.ffn_down.weight"]
-    )
-    np.testing.assert_array_equal(
-        model.tensors["model.embed_tokens.weight"], dequantised["token_embd.weight"]
-    )
+    np.testing.assert_array_equal(model.tensors[f"{layer}.mlp.down_proj.weight"], dequantised["blk.0.ffn_down.weight"])
+    np.testing.assert_array_equal(model.tensors["model.embed_tokens.weight"], dequantised["token_embd.weight"])
     assert model.tensor_types["model.embed_tokens.weight"] == qtype_name
     assert all(np.isfinite(v).all() for v in model.tensors.values())
 
@@ -406,17 +413,25 @@ def unpermute_reference(weights: np.ndarray, n_head: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------- GPT-2
 @pytest.mark.parametrize("qtype_name", ["F32", "Q8_0"])
-def test_gpt2_gguf_round_trip(
-    llm_fixtures: Path, tmp_path: Path, reference_texts: list[str], qtype_name: str
-) -> None:
+def test_gpt2_gguf_round_trip(llm_fixtures: Path, tmp_path: Path, reference_texts: list[str], qtype_name: str) -> None:
     model_dir = llm_fixtures / "tiny-gpt2"
     qtype = Q[qtype_name]
     model = load_gguf(write_gpt2_gguf(model_dir, tmp_path / "gpt2.gguf", qtype))
     hf_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     for key in (
-        "architectures", "model_type", "vocab_size", "n_embd", "n_layer", "n_head",
-        "n_positions", "n_inner", "layer_norm_epsilon", "activation_function",
-        "tie_word_embeddings", "bos_token_id", "eos_token_id",
+        "architectures",
+        "model_type",
+        "vocab_size",
+        "n_embd",
+        "n_layer",
+        "n_head",
+        "n_positions",
+        "n_inner",
+        "layer_norm_epsilon",
+        "activation_function",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
     ):
         assert model.config[key] == hf_config[key], key
     assert model.config["hidden_size"] == hf_config["n_embd"]
@@ -449,9 +464,7 @@ def test_load_tokenizer_reads_gguf(llama_ggufs: dict[str, Path], tiny_llama: Pat
         )
 
 
-def test_smollm_pre_tokenizer_splits_every_digit(
-    tiny_llama: Path, tmp_path: Path, reference_texts: list[str]
-) -> None:
+def test_smollm_pre_tokenizer_splits_every_digit(tiny_llama: Path, tmp_path: Path, reference_texts: list[str]) -> None:
     """``smollm`` = the original SmolLM2 tokenizer.json: Digits(individual) + ByteLevel."""
     path = write_llama_gguf(tiny_llama, tmp_path / "smollm.gguf", Q.F32, pre="smollm")
     document = json.loads((tiny_llama / "tokenizer.json").read_text(encoding="utf-8"))

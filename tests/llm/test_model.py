@@ -36,8 +36,7 @@ def model(model_dir: Path, backend) -> Transformer:
 def test_config_fields(model: Transformer, model_dir: Path) -> None:
     cfg = model.config
     expected_arch = "gpt2" if "gpt2" in model_dir.name else "llama"
-    assert (cfg.architecture, cfg.vocab_size, cfg.hidden_size, cfg.num_layers) == (
-        expected_arch, 512, 64, 2)
+    assert (cfg.architecture, cfg.vocab_size, cfg.hidden_size, cfg.num_layers) == (expected_arch, 512, 64, 2)
     assert cfg.head_dim == 16
     assert cfg.eos_token_ids == (0,)
 
@@ -60,8 +59,7 @@ def test_greedy_continuation_matches_transformers(model: Transformer, model_dir:
         assert all(isinstance(i, int) for i in new)
 
 
-def test_kv_cache_decode_equals_full_forward_at_every_step(model: Transformer,
-                                                          model_dir: Path) -> None:
+def test_kv_cache_decode_equals_full_forward_at_every_step(model: Transformer, model_dir: Path) -> None:
     case = reference(model_dir)["cases"][1]
     ids = case["ids"] + case["greedy_new_ids"]
     full = loom.to_numpy(model.logits(ids))  # [T, V]

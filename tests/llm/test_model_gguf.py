@@ -23,17 +23,16 @@ from test_gguf import write_gpt2_gguf, write_llama_gguf  # noqa: E402 - needs gg
 Q = gguf.GGMLQuantizationType
 
 
-@pytest.mark.parametrize(("name", "writer"), [("tiny-llama", write_llama_gguf),
-                                              ("tiny-gpt2", write_gpt2_gguf)])
-def test_gguf_f32_logits_and_greedy_match_transformers(name, writer, llm_fixtures: Path,
-                                                       tmp_path: Path, backend) -> None:
+@pytest.mark.parametrize(("name", "writer"), [("tiny-llama", write_llama_gguf), ("tiny-gpt2", write_gpt2_gguf)])
+def test_gguf_f32_logits_and_greedy_match_transformers(
+    name, writer, llm_fixtures: Path, tmp_path: Path, backend
+) -> None:
     folder = llm_fixtures / name
     path = writer(folder, tmp_path / f"{name}.gguf", Q.F32)
     model = load_transformer(path, backend=backend)
     assert model.config.architecture == ("gpt2" if "gpt2" in name else "llama")
     for case in reference(folder)["cases"]:
-        np.testing.assert_allclose(loom.to_numpy(model.logits(case["ids"])), case["logits"],
-                                   rtol=0, atol=1e-4)
+        np.testing.assert_allclose(loom.to_numpy(model.logits(case["ids"])), case["logits"], rtol=0, atol=1e-4)
     case = reference(folder)["cases"][1]
     assert model.generate(case["ids"], 16, stop_ids=[]) == case["greedy_new_ids"]
     generator = TextGenerator(model, load_tokenizer(path))
@@ -43,8 +42,7 @@ def test_gguf_f32_logits_and_greedy_match_transformers(name, writer, llm_fixture
 
 def test_gguf_q8_0_stays_close(llm_fixtures: Path, tmp_path: Path, backend) -> None:
     folder = llm_fixtures / "tiny-llama"
-    model = load_transformer(write_llama_gguf(folder, tmp_path / "q8.gguf", Q.Q8_0),
-                             backend=backend)
+    model = load_transformer(write_llama_gguf(folder, tmp_path / "q8.gguf", Q.Q8_0), backend=backend)
     case = reference(folder)["cases"][0]
     got = loom.to_numpy(model.logits(case["ids"]))
     diff = np.abs(got - np.asarray(case["logits"]))  # 8-bit weights vs float32, logits of std ~4

@@ -41,8 +41,7 @@ def test_norms_and_activations(backend, xp) -> None:
     close(p, np.exp(x) / np.exp(x).sum(-1, keepdims=True))
     big = backend.asarray(np.array([[1000.0, 1000.0, -np.inf]], np.float32))
     close(softmax(big, xp), [[0.5, 0.5, 0.0]])
-    assert np.isfinite(loom.to_numpy(silu(backend.asarray(np.array([-1e4, 1e4], np.float32)),
-                                          xp))).all()
+    assert np.isfinite(loom.to_numpy(silu(backend.asarray(np.array([-1e4, 1e4], np.float32)), xp))).all()
 
 
 def _rope_reference(x: np.ndarray, pos: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
@@ -66,8 +65,12 @@ def test_rope_matches_rotate_half_formula(backend, xp) -> None:
     cos4, sin4 = rope_tables(inv_freq[:2], 12, 1.0, xp)
     got = rope_apply(backend.asarray(x), cos4[:5], sin4[:5], xp)
     close(got, _rope_reference(x, np.arange(5, dtype=np.float64), inv_freq[:2]))
-    identity = rope_apply(backend.asarray(x), backend.asarray(np.ones((5, 8), np.float32)),
-                          backend.asarray(np.zeros((5, 8), np.float32)), xp)
+    identity = rope_apply(
+        backend.asarray(x),
+        backend.asarray(np.ones((5, 8), np.float32)),
+        backend.asarray(np.zeros((5, 8), np.float32)),
+        xp,
+    )
     close(identity, x)
 
 
@@ -90,8 +93,7 @@ def test_causal_gqa_attention(backend, xp) -> None:
     v = RNG.standard_normal((2, 7, 8)).astype(np.float32)
     got = causal_attention(backend.asarray(q), backend.asarray(k), backend.asarray(v), 3, 0.3, xp)
     close(got, _attention_reference(q, k, v, 3, 0.3))
-    one = causal_attention(backend.asarray(q[-1:]), backend.asarray(k), backend.asarray(v),
-                           6, 0.3, xp)
+    one = causal_attention(backend.asarray(q[-1:]), backend.asarray(k), backend.asarray(v), 6, 0.3, xp)
     close(one, _attention_reference(q[-1:], k, v, 6, 0.3))
 
 

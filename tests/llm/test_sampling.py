@@ -18,8 +18,7 @@ from loom.llm.sampling import (
     top_p_filter,
 )
 
-finite_logits = arrays(np.float32, st.integers(2, 40),
-                       elements=st.floats(-20, 20, width=32, allow_nan=False))
+finite_logits = arrays(np.float32, st.integers(2, 40), elements=st.floats(-20, 20, width=32, allow_nan=False))
 
 
 def test_greedy_and_temperature_zero() -> None:
@@ -31,8 +30,10 @@ def test_greedy_and_temperature_zero() -> None:
 
 def test_same_seed_same_tokens() -> None:
     logits = np.random.default_rng(1).standard_normal(1000)
-    draws = [[sample(logits, rng, temperature=0.8, top_p=0.9) for _ in range(50)]
-             for rng in (np.random.default_rng(7), np.random.default_rng(7))]
+    draws = [
+        [sample(logits, rng, temperature=0.8, top_p=0.9) for _ in range(50)]
+        for rng in (np.random.default_rng(7), np.random.default_rng(7))
+    ]
     assert draws[0] == draws[1]
     other = [sample(logits, np.random.default_rng(8), temperature=0.8) for _ in range(50)]
     assert len(set(draws[0])) > 5 and other != draws[0]
@@ -43,8 +44,7 @@ def test_draw_frequencies_follow_the_distribution() -> None:
     rng = np.random.default_rng(0)
     counts = np.bincount([sample(np.log(probs), rng) for _ in range(4000)], minlength=3)
     np.testing.assert_allclose(counts / 4000, probs, atol=0.03)
-    hot = np.bincount([sample(np.log(probs), rng, temperature=0.25) for _ in range(2000)],
-                      minlength=3) / 2000
+    hot = np.bincount([sample(np.log(probs), rng, temperature=0.25) for _ in range(2000)], minlength=3) / 2000
     assert hot[0] > 0.8  # low temperature sharpens
 
 

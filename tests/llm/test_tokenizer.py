@@ -75,9 +75,7 @@ def test_model_reference_prompt_ids(llm_fixtures: Path, model_name: str) -> None
         # the ByteLevel post-processor adds nothing, so the default encode agrees too
         assert tokenizer.encode(case["prompt"]) == case["ids"]
         assert tokenizer.decode(case["ids"], skip_special_tokens=False) == case["prompt"]
-        assert tokenizer.decode(
-            case["greedy_new_ids"], skip_special_tokens=False
-        ) == case["greedy_text"]
+        assert tokenizer.decode(case["greedy_new_ids"], skip_special_tokens=False) == case["greedy_text"]
 
 
 def test_every_source_form_gives_the_same_tokenizer(tiny_dir: Path, reference: dict) -> None:
@@ -132,14 +130,10 @@ def test_generation_config_eos_list_and_add_bos(tiny_dir: Path, tmp_path: Path) 
 
 def test_batch_encode_matches_single(tokenizer: Tokenizer, reference: dict) -> None:
     texts = [case["text"] for case in reference["cases"]]
-    assert tokenizer.encode_batch(texts, add_special_tokens=False) == [
-        case["ids"] for case in reference["cases"]
-    ]
+    assert tokenizer.encode_batch(texts, add_special_tokens=False) == [case["ids"] for case in reference["cases"]]
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=40))
 def test_decode_inverts_encode(tokenizer: Tokenizer, text: str) -> None:
     # byte-level BPE is lossless for any text that spells no special token
@@ -229,9 +223,7 @@ def test_chat_template_jinja_file_and_template_helpers(tiny_dir: Path, tmp_path:
     (model_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
     tokenizer = load_tokenizer(model_dir)
     messages = [{"role": "user", "content": "<b>café</b>"}]
-    assert tokenizer.apply_chat_template(messages) == (
-        '<|endoftext|>user: "<b>café</b>"\nassistant:<|endoftext|>'
-    )
+    assert tokenizer.apply_chat_template(messages) == ('<|endoftext|>user: "<b>café</b>"\nassistant:<|endoftext|>')
     # template variables can be overridden
     assert tokenizer.apply_chat_template(messages, bos_token="[BOS]").startswith("[BOS]user")
     import jinja2
@@ -248,9 +240,10 @@ def test_chat_template_continue_final_message(tiny_dir: Path, tmp_path: Path) ->
         {"role": "system", "content": "S"},
         {"role": "assistant", "content": "The answer is"},
     ]
-    assert tokenizer.apply_chat_template(
-        messages, add_generation_prompt=False, continue_final_message=True
-    ) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>assistant\nThe answer is"
+    assert (
+        tokenizer.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True)
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>assistant\nThe answer is"
+    )
 
 
 def test_missing_chat_template_is_a_clear_error(tokenizer: Tokenizer) -> None:

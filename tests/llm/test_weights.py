@@ -23,12 +23,14 @@ def test_dtype_conversions_are_exact() -> None:
     bf16 = (values.view(np.uint32) >> 16).astype("<u2")  # truncation to bfloat16
     bf16_values = (bf16.astype(np.uint32) << 16).view(np.float32)
     f16 = np.array([1.0, -2.5, 65504.0, 6e-8, -np.inf], dtype="<f2")
-    blob = safetensors_bytes({
-        "b": ("BF16", [6], bf16.tobytes()),
-        "h": ("F16", [5], f16.tobytes()),
-        "f": ("F32", [2, 3], values.tobytes()),
-        "s": ("F32", [], np.float32(7).tobytes()),
-    })
+    blob = safetensors_bytes(
+        {
+            "b": ("BF16", [6], bf16.tobytes()),
+            "h": ("F16", [5], f16.tobytes()),
+            "f": ("F32", [2, 3], values.tobytes()),
+            "s": ("F32", [], np.float32(7).tobytes()),
+        }
+    )
     data = SafetensorsFile(blob)
     assert sorted(data) == ["b", "f", "h", "s"]
     np.testing.assert_array_equal(data["b"], bf16_values)
@@ -42,8 +44,7 @@ def test_dtype_conversions_are_exact() -> None:
 
 def test_bf16_fixture_upcast_matches_stored_bits(llm_fixtures: Path) -> None:
     data = SafetensorsFile(llm_fixtures / "tiny-llama-bf16" / "model.safetensors")
-    header_len = struct.unpack("<Q", (llm_fixtures / "tiny-llama-bf16" /
-                                      "model.safetensors").read_bytes()[:8])[0]
+    header_len = struct.unpack("<Q", (llm_fixtures / "tiny-llama-bf16" / "model.safetensors").read_bytes()[:8])[0]
     assert header_len > 0
     lm_head = data["lm_head.weight"]
     assert lm_head.shape == (512, 64) and lm_head.dtype == np.float32
@@ -57,11 +58,15 @@ def test_load_from_bytes_equals_load_from_folder(llm_fixtures: Path, backend) ->
     weights = (folder / "model.safetensors").read_bytes()
     model = load_transformer_bytes(config, weights, backend=backend)
     case = reference(folder)["cases"][0]
-    np.testing.assert_allclose(loom.to_numpy(model.logits(case["ids"])), case["logits"],
-                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(loom.to_numpy(model.logits(case["ids"])), case["logits"], rtol=0, atol=1e-4)
     info = load_transformer_from_bytes(config, weights)
-    assert info == {"success": True, "vocab_size": 512, "hidden_size": 64, "num_layers": 2,
-                    "message": "Transformer loaded successfully"}
+    assert info == {
+        "success": True,
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "num_layers": 2,
+        "message": "Transformer loaded successfully",
+    }
 
 
 def _copy_configs(src: Path, dst: Path) -> None:
@@ -74,20 +79,22 @@ def test_sharded_checkpoint(llm_fixtures: Path, tmp_path: Path, backend) -> None
     src = llm_fixtures / "tiny-llama"
     tensors = fixture_tensors(src)
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
-              "model-00002-of-00002.safetensors": names[len(names) // 2 :]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[: len(names) // 2],
+        "model-00002-of-00002.safetensors": names[len(names) // 2 :],
+    }
     _copy_configs(src, tmp_path)
     weight_map = {}
     for file, members in shards.items():
         (tmp_path / file).write_bytes(float32_safetensors({n: tensors[n] for n in members}))
         weight_map |= dict.fromkeys(members, file)
     (tmp_path / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}), encoding="utf-8")
+        json.dumps({"metadata": {}, "weight_map": weight_map}), encoding="utf-8"
+    )
     assert len(open_safetensors_dir(tmp_path)) == len(names)
     model = load_transformer(tmp_path, backend=backend)
     case = reference(src)["cases"][1]
-    np.testing.assert_allclose(loom.to_numpy(model.logits(case["ids"])), case["logits"],
-                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(loom.to_numpy(model.logits(case["ids"])), case["logits"], rtol=0, atol=1e-4)
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(ModelFormatError, match=r"shard file.*not found.*model-00002-of-00002"):
         load_transformer(tmp_path)
@@ -104,15 +111,19 @@ def test_missing_and_misshaped_tensors_are_named(llm_fixtures: Path, tmp_path: P
     tensors = fixture_tensors(src)
     missing = dict(tensors)
     del missing["model.layers.1.mlp.up_proj.weight"]
-    with pytest.raises(ModelFormatError,
-                       match=r"missing tensor 'model\.layers\.1\.mlp\.up_proj\.weight' "
-                             r"\(expected shape \[128, 64\]\)"):
+    with pytest.raises(
+        ModelFormatError,
+        match=r"missing tensor 'model\.layers\.1\.mlp\.up_proj\.weight' "
+        r"\(expected shape \[128, 64\]\)",
+    ):
         load_transformer(_folder_with(src, tmp_path / "a", missing))
     bad = dict(tensors)
     bad["model.layers.0.self_attn.k_proj.weight"] = np.zeros((64, 64), np.float32)
-    with pytest.raises(ModelFormatError,
-                       match=r"'model\.layers\.0\.self_attn\.k_proj\.weight' has shape \[64, 64\], "
-                             r"expected \[32, 64\]"):
+    with pytest.raises(
+        ModelFormatError,
+        match=r"'model\.layers\.0\.self_attn\.k_proj\.weight' has shape \[64, 64\], "
+        r"expected \[32, 64\]",
+    ):
         load_transformer(_folder_with(src, tmp_path / "b", bad))
 
 
@@ -133,12 +144,15 @@ def test_gpt2_missing_bias_is_named(llm_fixtures: Path, tmp_path: Path) -> None:
         load_transformer(_folder_with(src, tmp_path, tensors))
 
 
-@pytest.mark.parametrize(("blob", "pattern"), [
-    (b"\x01\x02", r"not a safetensors file \(only 2 bytes"),
-    (struct.pack("<Q", 1000) + b"{}", "header length 1000 runs past the end"),
-    (struct.pack("<Q", 4) + b"{bad", "header is not valid JSON"),
-    (struct.pack("<Q", 2) + b"[]", "header must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("blob", "pattern"),
+    [
+        (b"\x01\x02", r"not a safetensors file \(only 2 bytes"),
+        (struct.pack("<Q", 1000) + b"{}", "header length 1000 runs past the end"),
+        (struct.pack("<Q", 4) + b"{bad", "header is not valid JSON"),
+        (struct.pack("<Q", 2) + b"[]", "header must be a JSON object"),
+    ],
+)
 def test_broken_safetensors_headers(blob: bytes, pattern: str) -> None:
     with pytest.raises(ModelFormatError, match=pattern):
         SafetensorsFile(blob, name="weights.safetensors")
