@@ -62,7 +62,7 @@ def rms_norm(x: Array, weight: Array, eps: float, xp: Any) -> Array:
     >>> rms_norm(np.array([[3.0, 4.0]]), np.ones(2), 0.0, np).round(4).tolist()
     [[0.8485, 1.1314]]
     """
-    sum_square = xp.vecdot(x, x)[..., None]  # [..., 1]
+    sum_square = xp.sum(x * x, axis=-1, keepdims=True)  # [..., 1] (vecdot is a cuBLAS call on CuPy: not in graphs)
     out = x * (1.0 / xp.sqrt(sum_square * (1.0 / x.shape[-1]) + eps))  # [..., D]
     out *= weight
     return out
