@@ -185,6 +185,7 @@ class _Merge:
         self.mode, _, self.order = _PARALLEL._plan(cfg)
         self.merge: Any = None  # bound at the first step, once the branch output sizes are checked
         self.split: Any = None
+        self.sizes: list[int] = []
         self.var = self.grad_var = ""
 
     def forward(self, outputs: list[Any]) -> Any:
@@ -197,12 +198,67 @@ class _Merge:
         ctx = self.ctx
         ctx.batch_size = self.batch
         _PARALLEL._merge(self.cfg, self.mode, self.order, outputs, ctx)  # raises ShapeError on a size mismatch
-        sizes = [y.shape[0] for y in outputs]
-        self.merge, self.split = merge_functions(self.mode, self.order, sizes, self.batch, ctx.xp)
+        self.sizes = [y.shape[0] for y in outputs]
+        self.merge, self.split = merge_functions(self.mode, self.order, self.sizes, self.batch, ctx.xp)
 
     def split_grad(self, grad: Any) -> list[Any]:
         """One gradient per branch."""
         return self.split(grad)
+
+    def emit_forward(self, src: _Source) -> str:
+        """The line computing the merged output: once bound, :mod:`loom.ops.combine`'s expressions inline.
+
+        ``add`` is the left-to-right sum, ``avg`` that sum times ``1 / n``, and ``concat`` (and
+        ``grid_scatter`` of one sample: branches in cell order) one concatenation.
+        """
+        outputs = [child.var for child in self.children]
+        if self.merge is None:  # first step: checks first
+            return f"{self.var} = {src.bind(self, 'merge')}.forward([{', '.join(outputs)}])"
+        if self.mode in ("add", "avg"):
+            total = " + ".join(outputs)
+            if self.mode == "avg":
+                total = f"({total}) * {src.bind(1.0 / len(outputs), 'inv_count')}"
+            return f"{self.var} = {total}"
+        segments = self._segments()
+        if segments is None:
+            return f"{self.var} = {src.bind(self.merge, 'merge')}([{', '.join(outputs)}])"
+        parts = [outputs[i] for i, _, _ in segments]
+        joined = parts[0] if len(parts) == 1 else f"{src.bind(self.ctx.xp.concat, 'concat')}([{', '.join(parts)}])"
+        return f"{self.var} = {joined}"
+
+    def emit_backward(self, src: _Source, lines: list[str]) -> None:
+        """Set every child's gradient variable (slices, aliases or the bound split function)."""
+        if self.split is None or (self.mode not in ("add", "avg") and self._segments() is None):
+            names = [src.local("g") for _ in self.children]
+            call = f"{src.bind(self, 'merge')}.split_grad" if self.split is None else src.bind(self.split, "split")
+            lines.append(f"{', '.join(names)}, = {call}({self.grad_var})")
+        elif self.mode in ("add", "avg"):
+            name = self.grad_var
+            if self.mode == "avg":
+                name = src.local("g")
+                lines.append(f"{name} = {self.grad_var} * {src.bind(1.0 / len(self.children), 'inv_count')}")
+            names = [name] * len(self.children)
+        else:
+            names = [""] * len(self.children)
+            for i, start, stop in self._segments():
+                names[i] = src.local("g")
+                lines.append(f"{names[i]} = {self.grad_var}[{start}:{stop}]")
+        for child, name in zip(self.children, names, strict=True):
+            child.grad_var = name
+
+    def _segments(self) -> list[tuple[int, int, int]] | None:
+        """``(branch, start, stop)`` of each branch's block in merged order, for concat-like merges of flat blocks."""
+        if self.mode == "concat":
+            order = list(range(len(self.children)))
+        elif self.mode == "grid_scatter" and self.batch == 1:
+            order = self.order
+        else:
+            return None
+        segments, start = [], 0
+        for i in order:
+            segments.append((i, start, start + self.sizes[i]))
+            start += self.sizes[i]
+        return segments
 
 
 class _Unit:
@@ -289,22 +345,16 @@ class _Stage:
         for slot in self.kinds:
             slot.var = src.local("out")
             lines.append(f"{slot.var} = {src.bind(slot, 'kind')}.run({x}, {needs_input_grad})")
-        for merge in self.merges:  # once bound (after the first step), the ops function itself is called
+        for merge in self.merges:
             merge.var = src.local("merged")
-            outputs = ", ".join(child.var for child in merge.children)
-            call = f"{src.bind(merge, 'merge')}.forward" if merge.merge is None else src.bind(merge.merge, "merge")
-            lines.append(f"{merge.var} = {call}([{outputs}])")
+            lines.append(merge.emit_forward(src))
         return self.root.var
 
     def emit_backward(self, src: _Source, grad: str, needs_input_grad: bool) -> tuple[list[str], str | None]:
         lines: list[str] = []
         self.root.grad_var = grad
         for merge in reversed(self.merges):  # parents before children
-            names = [src.local("g") for _ in merge.children]
-            call = f"{src.bind(merge, 'merge')}.split_grad" if merge.split is None else src.bind(merge.split, "split")
-            lines.append(f"{', '.join(names)}, = {call}({merge.grad_var})")
-            for child, name in zip(merge.children, names, strict=True):
-                child.grad_var = name
+            merge.emit_backward(src, lines)
         grad_x = None
         if self.affine:
             concat = src.bind(src.raw.concatenate, "concatenate")
