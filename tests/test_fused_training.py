@@ -11,6 +11,7 @@ nesting and batch sizes 1 and 2.
 from __future__ import annotations
 
 import copy
+import random
 
 import numpy as np
 import pytest
@@ -203,3 +204,86 @@ def test_generated_step_is_straight_line_code(backend, monkeypatch):
     assert "for " not in source  # no loops: one line per array call
     # 3 block products, 3 weight-gradient products, 2 input gradients (none for the first layer), the norm
     assert source.count(".dot(") == 9
+
+
+def test_batches_of_different_sizes_compile_one_step_each(backend, monkeypatch):
+    """2-D inputs carry their own batch size: one compiled step per size, same training as layer by layer."""
+    rng = np.random.default_rng(5)
+    data = [
+        (rng.standard_normal((rows, 8)).astype(np.float32), rng.random((rows, 2)).astype(np.float32))
+        for rows in (1, 3, 2, 3)
+    ]
+    histories = []
+    for enabled in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", enabled)
+        net = loom.create_network_from_json(GRID_SCATTER_CONFIG, backend=backend, seed=0)
+        histories.append(net.train(data, {"Epochs": 3, "LearningRate": 0.1}).loss_history)
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- random networks
+ACTIVATIONS = ["relu", "sigmoid", "tanh", "leaky_relu", "linear", "gelu", "softplus", "elu"]
+
+
+def random_branch(rng: random.Random, n_in: int, depth: int) -> tuple[dict, int]:
+    """A random layer on ``n_in`` features (nested Parallels up to depth 2) and its output size."""
+    kind = rng.choice(["dense", "dense", "rnn", "lstm", "parallel" if depth < 2 else "dense", "softmax"])
+    if kind == "dense":
+        out = rng.randint(1, 6)
+        return {"type": "dense", "input_size": n_in, "output_size": out, "activation": rng.choice(ACTIVATIONS)}, out
+    if kind in ("rnn", "lstm"):
+        seq = rng.choice([s for s in (1, 2) if n_in % s == 0])
+        hidden = rng.randint(1, 4)
+        return {"type": kind, "input_size": n_in // seq, "hidden_size": hidden, "seq_length": seq}, hidden * seq
+    if kind == "softmax":
+        return {"type": "softmax"}, n_in
+    mode = rng.choice(["concat", "add", "avg", "grid_scatter"])
+    if mode in ("add", "avg"):
+        out = rng.randint(1, 5)
+        branches = [
+            {"type": "dense", "input_size": n_in, "output_size": out, "activation": rng.choice(ACTIVATIONS)}
+            for _ in range(rng.randint(1, 3))
+        ]
+        if rng.random() < 0.5:
+            branches.append({"type": "rnn", "input_size": n_in, "hidden_size": out, "seq_length": 1})
+        return {"type": "parallel", "combine_mode": mode, "branches": branches}, out
+    pairs = [random_branch(rng, n_in, depth + 1) for _ in range(rng.randint(1, 3))]
+    layer = {"type": "parallel", "combine_mode": mode, "branches": [b for b, _ in pairs]}
+    if mode == "grid_scatter":
+        rows = list(range(len(pairs)))
+        rng.shuffle(rows)
+        layer.update(grid_output_rows=len(pairs), grid_output_cols=1, grid_output_layers=1)
+        layer["grid_positions"] = [
+            {"branch_index": i, "target_row": row, "target_col": 0, "target_layer": 0} for i, row in enumerate(rows)
+        ]
+    return layer, sum(out for _, out in pairs)
+
+
+@pytest.mark.parametrize("seed", range(0, 150, 10))
+def test_random_networks_train_like_the_layer_by_layer_path(seed, backend, monkeypatch):
+    """Ten random networks per case: stacks of Dense / RNN / LSTM / softmax / nested Parallels, batch 1-3."""
+    for case in range(seed, seed + 10):
+        rng = random.Random(case)
+        n_in = n = rng.randint(2, 6)
+        layers = []
+        for _ in range(rng.randint(1, 3)):
+            layer, n = random_branch(rng, n, 0)
+            layers.append(layer)
+        layers.append({"type": "dense", "input_size": n, "output_size": 2, "activation": "sigmoid"})
+        batch, clip = rng.choice([1, 1, 2, 3]), rng.choice([0.0, 1.0])
+        config = {**NET, "batch_size": batch, "grid_cols": len(layers), "layers": layers}
+        data_rng = np.random.default_rng(case)
+        data = [
+            (data_rng.standard_normal(batch * n_in).astype(np.float32), data_rng.random(batch * 2).astype(np.float32))
+            for _ in range(3)
+        ]
+        runs = []
+        for enabled in (True, False):
+            monkeypatch.setattr(fused, "ENABLED", enabled)
+            net = loom.create_network_from_json(copy.deepcopy(config), backend=backend, seed=case)
+            history = net.train(data, {"Epochs": 4, "LearningRate": 0.05, "GradientClip": clip}).loss_history
+            runs.append((history, params_of(net)))
+        (fast_history, fast_params), (slow_history, slow_params) = runs
+        np.testing.assert_allclose(fast_history, slow_history, rtol=1e-4, atol=1e-6, err_msg=f"case {case}: {layers}")
+        for a, b in zip(fast_params, slow_params, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=f"case {case}")
