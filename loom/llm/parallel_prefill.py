@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from loom.errors import ConfigError
+
 __all__ = ["RowParallel", "balance_blocks", "prefill_workers", "row_parallel", "single_threaded_blas", "split_rows"]
 
 ENV_THREADS = "LOOM_PREFILL_THREADS"
@@ -44,7 +46,7 @@ def prefill_workers() -> int:
         try:
             return max(1, int(value))
         except ValueError as exc:
-            raise ValueError(f"{ENV_THREADS} must be an integer, got {value!r}") from exc
+            raise ConfigError(f"{ENV_THREADS}: expected an integer number of threads, got {value!r}") from exc
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -108,7 +110,7 @@ class RowParallel:
 
     def __init__(self, workers: int) -> None:
         if workers < 2:
-            raise ValueError(f"RowParallel needs at least 2 workers, got {workers}")
+            raise ConfigError(f"workers: RowParallel needs at least 2, got {workers}")
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="loom-prefill")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from llm_test_utils import reference
 
+from loom.errors import ConfigError
 from loom.llm import Transformer, load_transformer
 from loom.llm.parallel_prefill import (
     ENV_THREADS,
@@ -136,7 +137,7 @@ def test_prefill_workers_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_THREADS)
     assert prefill_workers() >= 1
     monkeypatch.setenv(ENV_THREADS, "two")
-    with pytest.raises(ValueError, match=ENV_THREADS):
+    with pytest.raises(ConfigError, match=ENV_THREADS):
         prefill_workers()
 
 
