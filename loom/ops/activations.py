@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from enum import IntEnum
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from loom.errors import ConfigError
 from loom.ops.scalars import constant, elementwise
@@ -127,13 +127,66 @@ def activation_name(act: int) -> str:
     return _CANONICAL_NAMES.get(int(act), "linear")
 
 
+class _GeluConstants(NamedTuple):
+    """Constants of :func:`_gelu_parts`: Python floats, or 0-d arrays bound once (:mod:`loom.ops.scalars`)."""
+
+    one: Any = 1.0
+    half: Any = 0.5
+    sqrt_half: Any = _SQRT_HALF
+    inv_sqrt_2pi: Any = _INV_SQRT_2PI
+    p: Any = 0.3275911  # Abramowitz & Stegun 7.1.26
+    a1: Any = 0.254829592
+    a2: Any = -0.284496736
+    a3: Any = 1.421413741
+    a4: Any = -1.453152027
+    a5: Any = 1.061405429
+
+
+_GELU = _GeluConstants()
+
+
+def _erf_parts(z: Any, xp: Any, c: _GeluConstants = _GELU) -> tuple[Any, Any]:
+    """``erf(z)`` (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7) and ``exp(-z^2)``, which it computes on the way."""
+    a = xp.abs(z)
+    t = c.one / (c.one + c.p * a)
+    poly = t * (c.a1 + t * (c.a2 + t * (c.a3 + t * (c.a4 + t * c.a5))))
+    gauss = xp.exp(-(a * a))
+    return xp.copysign(c.one - poly * gauss, z), gauss
+
+
 def erf(x: Any, xp: Any) -> Any:
     """Error function (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): the array API has none."""
-    sign = xp.sign(x)
-    a = xp.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * xp.exp(-a * a))
+    return _erf_parts(x, xp)[0]
+
+
+def _gelu_parts(x: Any, xp: Any, c: _GeluConstants = _GELU) -> tuple[Any, Any, Any]:
+    """GELU ``x Phi(x)``, ``Phi(x)`` and ``exp(-x^2 / 2)`` (the derivative is ``Phi + x exp(-x^2/2) / sqrt(2 pi)``)."""
+    erf_z, gauss = _erf_parts(x * c.sqrt_half, xp, c)
+    cdf = (c.one + erf_z) * c.half
+    return x * cdf, cdf, gauss
+
+
+def _gelu_derivative(x: Any, cdf: Any, gauss: Any, c: _GeluConstants = _GELU) -> Any:
+    return cdf + x * (gauss * c.inv_sqrt_2pi)
+
+
+def _gelu_kernels(xp: Any, dtype: Any) -> tuple[Callable[[Any], Any], Callable[[Any, Any, Any], Any]]:
+    """GELU forward/backward with bound constants; the backward reuses the last forward's ``Phi`` and Gaussian."""
+    c = _GeluConstants(*(constant(value, xp, dtype) for value in _GELU))
+    saved: list[Any] = [None, None, None]  # pre-activation, Phi, exp(-x^2/2) of the last forward
+
+    def forward(x: Any) -> Any:
+        y, saved[1], saved[2] = _gelu_parts(x, xp, c)
+        saved[0] = x
+        return y
+
+    def backward(grad_y: Any, pre: Any, y: Any) -> Any:
+        if saved[0] is not pre:  # not the last forward's input: recompute
+            _, saved[1], saved[2] = _gelu_parts(pre, xp, c)
+            saved[0] = pre
+        return grad_y * _gelu_derivative(pre, saved[1], saved[2], c)
+
+    return forward, backward
 
 
 def _sigmoid(x: Any, xp: Any, one: Any = 1.0) -> Any:
@@ -174,7 +227,7 @@ _FORWARD: dict[int, _Fn] = {
     3: _softplus,
     4: lambda x, xp: xp.where(x < 0, x * LEAKY_SLOPE, x),
     5: lambda x, xp: x,
-    6: lambda x, xp: 0.5 * x * (1.0 + erf(x * _SQRT_HALF, xp)),
+    6: lambda x, xp: _gelu_parts(x, xp)[0],
     7: lambda x, xp: x * _sigmoid(x, xp),
     8: lambda x, xp: xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0.0))),
     9: lambda x, xp: _SELU_SCALE * xp.where(x > 0, x, _SELU_ALPHA * xp.expm1(xp.minimum(x, 0.0))),
@@ -203,7 +256,7 @@ _DERIVATIVE: dict[int, _Fn] = {
     3: _sigmoid,
     4: lambda x, xp: xp.where(x >= 0, _zero_like(x) + 1.0, _zero_like(x) + LEAKY_SLOPE),
     5: lambda x, xp: _zero_like(x) + 1.0,
-    6: lambda x, xp: 0.5 * (1.0 + erf(x * _SQRT_HALF, xp)) + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x),
+    6: lambda x, xp: _gelu_derivative(x, *_gelu_parts(x, xp)[1:]),
     7: lambda x, xp: _sigmoid(x, xp) * (1.0 + x * (1.0 - _sigmoid(x, xp))),
     8: lambda x, xp: xp.where(x > 0, _zero_like(x) + 1.0, xp.exp(xp.minimum(x, 0.0))),
     9: lambda x, xp: _SELU_SCALE * xp.where(x > 0, _zero_like(x) + 1.0, _SELU_ALPHA * xp.exp(xp.minimum(x, 0.0))),
@@ -240,6 +293,8 @@ def activation_kernels(act: int, xp: Any, dtype: Any) -> tuple[Callable[[Any], A
         if act == 1:
             return partial(_sigmoid, xp=xp, one=one), lambda grad_y, pre, y: _sigmoid_backward(grad_y, y, xp, one)
         return xp.tanh, lambda grad_y, pre, y: _tanh_backward(grad_y, y, xp, one)
+    if act == 6:
+        return _gelu_kernels(xp, dtype)
     return partial(activate, act=act, xp=xp), partial(activation_backward, act=act, xp=xp)
 
 
@@ -252,8 +307,7 @@ def activation_backward(grad_y: Any, pre: Any, y: Any, act: int, xp: Any) -> Any
     """``grad_y * f'(pre)``, reusing the forward output ``y = f(pre)`` where that saves work.
 
     Same values as ``grad_y * activation_derivative(pre, act, xp)`` (sigmoid and tanh
-    derivatives are taken from ``y``, which is what they recompute; GELU's ``Phi(x)``
-    is ``y / x``, equal to float rounding).
+    derivatives are taken from ``y``, which is what they recompute).
     """
     if act == 0:  # ScaledReLU
         if y is None:
@@ -265,8 +319,4 @@ def activation_backward(grad_y: Any, pre: Any, y: Any, act: int, xp: Any) -> Any
         return _tanh_backward(grad_y, y, xp)
     if act == 5:  # identity
         return grad_y
-    if act == 6 and y is not None:  # GELU: Phi(x) = y / x saves recomputing erf
-        nonzero = pre != 0
-        cdf = xp.where(nonzero, y / xp.where(nonzero, pre, _zero_like(pre) + 1.0), _zero_like(pre) + 0.5)
-        return grad_y * (cdf + pre * _INV_SQRT_2PI * xp.exp(-0.5 * pre * pre))
     return grad_y * activation_derivative(pre, act, xp)
