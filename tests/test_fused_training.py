@@ -287,3 +287,29 @@ def test_random_networks_train_like_the_layer_by_layer_path(seed, backend, monke
         np.testing.assert_allclose(fast_history, slow_history, rtol=1e-4, atol=1e-6, err_msg=f"case {case}: {layers}")
         for a, b in zip(fast_params, slow_params, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=f"case {case}")
+
+
+def test_train_calls_reuse_the_compiled_step_until_something_changes(backend, monkeypatch):
+    monkeypatch.setattr(fused, "ENABLED", True)
+    epoch = {"Epochs": 1, "LearningRate": 0.1, "GradientClip": 1.0}
+    net, data = make_net("seed_demo", backend)
+    whole, _ = make_net("seed_demo", backend)
+    one_call = whole.train(data, {**epoch, "Epochs": 5}).loss_history
+    per_epoch = [net.train(data, epoch).loss_history[0] for _ in range(5)]
+    np.testing.assert_allclose(per_epoch, one_call, rtol=1e-6)
+    trainer = net._fused_trainer
+    net.train(data, epoch)
+    assert net._fused_trainer is trainer  # nothing changed: no new layout, no new compilation
+    net.layers[2].activation = loom.Activation.TANH  # a config change compiles again ...
+    net.train(data, epoch)
+    assert net._fused_trainer is not trainer
+    trainer = net._fused_trainer
+    kernel = net.layers[0].params["kernel"]
+    net.layers[0].params["kernel"] = kernel * 1  # ... and so does a replaced parameter array
+    net.train(data, epoch)
+    assert net._fused_trainer is not trainer
+    # the recompiled step trains the changed network as the layer-by-layer path does
+    twin = loom.load_model_from_string(net.save_model_to_string("m"), "m", backend=backend)
+    fast = net.train(data, epoch).loss_history
+    monkeypatch.setattr(fused, "ENABLED", False)
+    np.testing.assert_allclose(fast, twin.train(data, epoch).loss_history, rtol=1e-5)

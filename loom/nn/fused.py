@@ -58,6 +58,7 @@ class FusedTrainer:
         self.blocks: list[tuple[Any, Any, int]] = []
         self.steps: dict[tuple[int, str], Any] = {}
         self.grad_factor = 1.0
+        self.signature = _signature(net)
         self._layout()
 
     @classmethod
@@ -73,6 +74,28 @@ class FusedTrainer:
         if any(cfg.type == "parallel" and COMBINE_MODES.get(cfg.combine_mode) is None for cfg in net.iter_all_layers()):
             return None  # the layer-by-layer path raises the ConfigError
         return cls(net)
+
+    @classmethod
+    def for_network(cls, net: Any) -> FusedTrainer | None:
+        """The trainer of ``net``'s previous ``train`` call when nothing it compiled changed, else :meth:`build`.
+
+        Reused when every parameter is still a view of its buffer and every layer config reads
+        the same (``repr``: types, sizes, activations, modes); calling ``train`` one epoch at a
+        time then costs no new layout or compilation.
+        """
+        cached = getattr(net, "_fused_trainer", None)
+        if cached is not None and ENABLED and cached._unchanged():
+            cached.ctx.rng = net._rng  # net.seed() may have replaced the generator
+            return cached
+        trainer = cls.build(net)
+        net._fused_trainer = trainer
+        return trainer
+
+    def _unchanged(self) -> bool:
+        net = self.net
+        if net.xp is not self.xp or self.signature != _signature(net):
+            return False
+        return all(cfg.params.get(name) is view for cfg, name, view, _ in self.views)
 
     # ----- layout -------------------------------------------------------------------------
     def _affine_leaves(self, cfg: LayerConfig, n_in: int, out: list[LayerConfig]) -> None:
@@ -167,6 +190,11 @@ class FusedTrainer:
         factor = self.grad_factor
         for cfg, name, _, g_view in self.views:
             cfg.grads[name] = g_view * factor  # a copy: the buffer is overwritten by the next step
+
+
+def _signature(net: Any) -> tuple[Any, ...]:
+    """What a compiled step depends on besides the parameter arrays: batch size and every layer config."""
+    return (net.batch_size, *(id(cfg) for cfg in net.iter_all_layers()), *(repr(cfg) for cfg in net.layers))
 
 
 #: Parameters of an affine leaf that live in its stage's block.

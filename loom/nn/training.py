@@ -376,7 +376,7 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
     print_batches = cfg.verbose or cfg.print_every_batch > 0
     every = max(cfg.print_every_batch, 1)
     start = time.perf_counter()
-    fused = FusedTrainer.build(net)
+    fused = FusedTrainer.for_network(net)
     sgd = None if fused is not None else _FlatSGD(net)
     ctx = net._training_context()  # reused by every step: configs do not change while training
     try:
