@@ -8,18 +8,21 @@ top-level layer:
   layers, the layer itself or any branch of (nested) Parallels on the stage input —
   share one augmented weight block ``[in + 1, N]`` in the flat parameter buffer:
   kernels side by side, biases in the last row. One product ``[x, 1] @ block`` gives
-  every leaf's pre-activation, one outer product every leaf's kernel *and* bias
+  every leaf's pre-activation, one ``[x, 1]^T @ grad_z`` every leaf's kernel *and* bias
   gradient, one product the input gradient.
 * Any other layer (Conv2D, MHA, norms, softmax, multi-step or stateful recurrences)
   is a *kind leaf*: its layer kind's own ``forward`` / ``backprop``, gradients copied
   into the buffer.
-* Parallel merges are the functions of :mod:`loom.ops.combine`; each leaf's math is the
-  ops' own (activations, RNN step, LSTM cell).
+* Parallel merges are :mod:`loom.ops.combine`'s; each leaf's math is the ops' own
+  (activation kernels, RNN step, LSTM cell).
 
-Parameters become views of one flat buffer, gradients land in a second one, and clipping
-plus the SGD update are three array calls. Results equal the layer-by-layer path up to
-float rounding (the bias is added inside the product). Networks with LOOM's hidden
-residual stream (top-level MHA, SwiGLU, norms) or mixed parameter dtypes are not compiled.
+The whole step is generated as one straight-line Python function
+(:mod:`loom.nn.fused_codegen`). Parameters become views of one flat buffer, gradients land
+in a second one, and clipping plus the SGD update are three array calls. The trainer is
+kept on the network and reused by the next ``train`` call while nothing changed. Results
+equal the layer-by-layer path up to float rounding (the bias is added inside the product).
+Networks with LOOM's hidden residual stream (top-level MHA, SwiGLU, norms) or mixed
+parameter dtypes are not compiled.
 """
 
 from __future__ import annotations

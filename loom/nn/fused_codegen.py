@@ -14,8 +14,10 @@ Graph pieces, each emitting its own lines:
   same activation form one *unit* (one activation call);
 * kind leaves run their layer kind's ``forward`` / ``backprop`` and copy gradients
   into the flat buffer;
-* Parallel merges call :mod:`loom.ops.combine`, bound once the first step has checked
-  the branch output sizes with ParallelKind's own messages.
+* Parallel merges: the first step runs :mod:`loom.ops.combine`'s functions behind
+  ParallelKind's own size checks; the step is then compiled again with the merges
+  inline (``a + b`` sums, one concatenation, gradient slices) or, for grid_scatter of
+  several samples, the bound ops function.
 
 The math is the ops' own (activation kernels, RNN step, LSTM cell, combine functions).
 """
