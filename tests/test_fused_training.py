@@ -313,3 +313,16 @@ def test_train_calls_reuse_the_compiled_step_until_something_changes(backend, mo
     fast = net.train(data, epoch).loss_history
     monkeypatch.setattr(fused, "ENABLED", False)
     np.testing.assert_allclose(fast, twin.train(data, epoch).loss_history, rtol=1e-5)
+
+
+def test_a_deep_copy_of_a_trained_network_trains_on_its_own(backend, monkeypatch):
+    monkeypatch.setattr(fused, "ENABLED", True)
+    net, data = make_net("seed_demo", backend)
+    net.train(data, {"Epochs": 2, "LearningRate": 0.1})
+    before = params_of(net)
+    twin = copy.deepcopy(net)
+    assert twin._fused_trainer is None  # the compiled step stays with the original's buffers
+    twin.train(data, {"Epochs": 3, "LearningRate": 0.1})
+    for a, b in zip(before, params_of(net), strict=True):
+        np.testing.assert_array_equal(a, b)  # training the copy left the original alone
+    assert any(not np.array_equal(a, b) for a, b in zip(before, params_of(twin), strict=True))
