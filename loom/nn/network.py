@@ -13,6 +13,7 @@ flow back through these additions.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,26 @@ class Network(IntrospectionMixin):
         self._activations: list[Any] = []
         self._tape: list[tuple[Any, int | None, str | None]] | None = None
         self._rng = self._backend.rng(None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Network:
+        """An independent copy: layers, parameters, gradients and state copied, the backend shared.
+
+        The copy has no recorded forward pass (backward needs a forward first) and no compiled
+        training step; its random generator continues from the original's state where the
+        backend can copy it (NumPy), else it is a fresh one.
+        """
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        skip = {"_activations", "_tape", "_rng", "_fused_trainer"}
+        for key, value in self.__dict__.items():
+            if key not in skip:
+                setattr(twin, key, copy.deepcopy(value, memo))
+        twin._activations, twin._tape = [], None
+        try:
+            twin._rng = copy.deepcopy(self._rng, memo)
+        except TypeError:  # CuPy's generator holds a lock
+            twin._rng = self._backend.rng(None)
+        return twin
 
     # ------------------------------------------------------------------ backend
     @property
