@@ -80,9 +80,6 @@ class Backend:
     def __deepcopy__(self, memo: dict[int, Any]) -> Backend:
         return self  # one backend per library: copies of networks share it
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (resolve_backend, (self.name,))  # a pickle names the backend; loading resolves it again
-
     def asarray(self, data: Any, dtype: Any = None) -> Any:
         """Convert ``data`` (list, NumPy or backend array) to a backend array, float32 by default."""
         dtype = self.float_dtype if dtype is None else dtype

@@ -381,7 +381,7 @@ class Transformer:
 
     def _parallel_workers(self, t: int) -> int:
         """Workers of a row-parallel prefill of ``t`` tokens (1: run serially)."""
-        if self.backend.name != "numpy":
+        if self.backend.name != "numpy" or t < 2 * self.parallel_min_rows:  # decode steps stop here
             return 1
         workers = prefill_workers()
         return workers if workers > 1 and t >= workers * self.parallel_min_rows else 1

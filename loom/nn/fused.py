@@ -78,13 +78,6 @@ class FusedTrainer:
             return None  # the layer-by-layer path raises the ConfigError
         return cls(net)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Copies (and pickles) of a network drop its compiled step: the copy's next ``train`` builds its own.
-
-        The generated code is bound to this trainer's buffers, which a deep copy would not share.
-        """
-        return (_dropped, ())
-
     @classmethod
     def for_network(cls, net: Any) -> FusedTrainer | None:
         """The trainer of ``net``'s previous ``train`` call when nothing it compiled changed, else :meth:`build`.
@@ -200,11 +193,6 @@ class FusedTrainer:
         factor = self.grad_factor
         for cfg, name, _, g_view in self.views:
             cfg.grads[name] = g_view * factor  # a copy: the buffer is overwritten by the next step
-
-
-def _dropped() -> None:
-    """What a copied or unpickled :class:`FusedTrainer` becomes."""
-    return None
 
 
 def _signature(net: Any) -> tuple[Any, ...]:

@@ -30,7 +30,7 @@ from typing import Any
 from loom.errors import ShapeError
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import ForwardContext, kind_for
-from loom.nn.layers.parallel import ParallelKind, merge_functions
+from loom.nn.layers.parallel import ParallelKind, checked_merge_functions
 from loom.ops.activations import activation_kernels
 from loom.ops.losses import loss_and_grad
 from loom.ops.recurrent import lstm_cell, lstm_cell_backward, lstm_gate_constants, rnn_step, rnn_step_backward
@@ -197,11 +197,10 @@ class _Merge:
         return self.merge(outputs)
 
     def _bind(self, outputs: list[Any]) -> None:
-        ctx = self.ctx
-        ctx.batch_size = self.batch
-        _PARALLEL._merge(self.cfg, self.mode, self.order, outputs, ctx)  # raises ShapeError on a size mismatch
         self.sizes = [y.shape[0] for y in outputs]
-        self.merge, self.split = merge_functions(self.mode, self.order, self.sizes, self.batch, ctx.xp)
+        self.merge, self.split = checked_merge_functions(
+            self.cfg, self.mode, self.order, self.sizes, self.batch, self.ctx.xp
+        )  # ShapeError (ParallelKind's message) on a size mismatch
 
     def split_grad(self, grad: Any) -> list[Any]:
         """One gradient per branch."""

@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from loom.backend import device_constant
+
 __all__ = [
     "GateConstants",
     "lstm_backward",
@@ -154,24 +156,18 @@ class GateConstants(NamedTuple):
     one: Any
 
 
-_GATE_CONSTANTS: dict[tuple[Any, ...], GateConstants] = {}
-
-
 def lstm_gate_constants(hidden: int, like: Any, xp: Any) -> GateConstants:
-    """The :class:`GateConstants` of ``hidden`` units in ``like``'s dtype and device (built once)."""
-    key = (hidden, str(like.dtype), str(getattr(like, "device", "")), getattr(xp, "__name__", ""))
-    consts = _GATE_CONSTANTS.get(key)
-    if consts is None:
+    """The :class:`GateConstants` of ``hidden`` units in ``like``'s dtype, on the current device (built once)."""
+    dtype = np.dtype(str(like.dtype))
 
-        def blocks(sigmoid_value: float, tanh_value: float) -> Any:
-            values = np.full(4 * hidden, sigmoid_value)
-            values[2 * hidden : 3 * hidden] = tanh_value  # the g block
-            return xp.asarray(values.astype(like.dtype).reshape(1, -1))  # [1, 4H]: same-shape fast path at B = 1
+    def table() -> np.ndarray:
+        rows = np.array([[0.5, 1.0], [0.5, 1.0], [0.5, 0.0], [0.25, 1.0]])  # (i, f, o value; g value) per row
+        values = np.repeat(rows[:, [0, 0, 1, 0]], hidden, axis=1)  # [4, 4H], blocks i, f, g, o
+        return values.astype(dtype).reshape(4, 1, 4 * hidden)  # rows [1, 4H]: same-shape fast path at B = 1
 
-        one = xp.asarray(np.asarray(1.0, dtype=like.dtype))
-        consts = GateConstants(blocks(0.5, 1.0), blocks(0.5, 1.0), blocks(0.5, 0.0), blocks(0.25, 1.0), one)
-        _GATE_CONSTANTS[key] = consts
-    return consts
+    rows = device_constant(xp, ("loom_lstm_gates", hidden, dtype.str), table)
+    one = device_constant(xp, ("loom_one", dtype.str), lambda: np.asarray(1.0, dtype=dtype))
+    return GateConstants(rows[0], rows[1], rows[2], rows[3], one)
 
 
 def lstm_cell(

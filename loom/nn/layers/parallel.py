@@ -33,7 +33,7 @@ from loom.ops.combine import (
     grid_scatter_forward,
 )
 
-__all__ = ["COMBINE_MODES", "ParallelKind", "grid_cell_order", "merge_functions"]
+__all__ = ["COMBINE_MODES", "ParallelKind", "checked_merge_functions", "grid_cell_order", "merge_functions"]
 
 #: Accepted ``combine_mode`` strings -> merge function family.
 COMBINE_MODES: dict[str, str] = {
@@ -72,6 +72,24 @@ def merge_functions(
     if mode == "add":
         return partial(add_forward, xp=xp), partial(add_backward, count=len(sizes))
     return partial(avg_forward, xp=xp), partial(avg_backward, count=len(sizes))
+
+
+def checked_merge_functions(
+    cfg: LayerConfig, mode: str, order: list[int] | None, sizes: list[int], batch: int, xp: Any
+) -> tuple[Callable[[list[Any]], Any], Callable[[Any], list[Any]]]:
+    """:func:`merge_functions` after checking the branch output lengths ``sizes`` (``ShapeError`` naming the branch)."""
+    if mode == "grid_scatter" and batch != 1:
+        for i, size in enumerate(sizes):
+            if size % batch:
+                raise ShapeError(f"{cfg.path}.branches[{i}]: output length {size} is not a multiple of batch {batch}")
+    if mode in ("add", "avg"):
+        for i, size in enumerate(sizes):
+            if size != sizes[0]:
+                raise ShapeError(
+                    f"{cfg.path}.branches[{i}]: output size {size} does not match {sizes[0]} "
+                    f"(branch 0) for combine mode {cfg.combine_mode!r}"
+                )
+    return merge_functions(mode, order, sizes, batch, xp)
 
 
 def grid_cell_order(cfg: LayerConfig, path: str | None = None) -> list[int]:
@@ -234,22 +252,8 @@ class ParallelKind(LayerKind):
 
     def _merge(self, cfg: LayerConfig, mode: str, order: list[int] | None, outputs: list[Any], ctx: ForwardContext):
         """Merged output of the branch ``outputs`` and the function splitting its gradient per branch."""
-        batch = ctx.batch_size
         sizes = [y.shape[0] for y in outputs]
-        if mode == "grid_scatter" and batch != 1:
-            for i, size in enumerate(sizes):
-                if size % batch:
-                    raise ShapeError(
-                        f"{cfg.path}.branches[{i}]: output length {size} is not a multiple of batch {batch}"
-                    )
-        if mode in ("add", "avg"):
-            for i, size in enumerate(sizes):
-                if size != sizes[0]:
-                    raise ShapeError(
-                        f"{cfg.path}.branches[{i}]: output size {size} does not match {sizes[0]} "
-                        f"(branch 0) for combine mode {cfg.combine_mode!r}"
-                    )
-        merge, split = merge_functions(mode, order, sizes, batch, ctx.xp)
+        merge, split = checked_merge_functions(cfg, mode, order, sizes, ctx.batch_size, ctx.xp)
         return merge(outputs), split
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
