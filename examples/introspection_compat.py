@@ -3,8 +3,8 @@
 The README's two blocks as written, with the result lists parsed as the reflection
 wrapper returns them: ``JSON.parse(network.ListMethods())[0]`` is the list of
 names; ``JSON.parse(network.GetMethodsJSON())[0]`` is JSON text to parse again;
-``JSON.parse(network.GetMethods())[0]`` is the list of method objects (the README's
-second block forgets the ``[0]``); ``HasMethod`` and ``GetMethodSignature`` take
+``JSON.parse(network.GetMethods())`` is the list of method objects (``GetMethods`` gives
+one result per method); ``HasMethod`` and ``GetMethodSignature`` take
 ``JSON.stringify([name])`` (a bare name is accepted too).
 
     python examples/introspection_compat.py
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{', '.join(method['returns'])}")  # fmt: skip
 
     # Get all methods with metadata
-    methods_list = json.loads(network.GetMethods())[0]
+    methods_json = network.GetMethods()
+    methods_list = json.loads(methods_json)
     print(f"Network has {len(methods_list)} methods")
     for method in methods_list:
         params = ", ".join(f"{p['name']}: {p['type']}" for p in method["parameters"])

@@ -421,3 +421,19 @@ def test_get_methods_json_lists_every_method_with_real_names_and_concrete_types(
     assert net.GetMethodSignature("save_model_to_string") == (
         "save_model_to_string(model_id: str, *, go_compatible: bool | Literal['strict', 'warn']) -> str"
     )
+
+
+def test_readme_runtime_introspection_block_runs_as_written():
+    network = compat.createLoomNetwork(json.dumps(SMALL), seed=0)
+    methods_json = network.GetMethods()
+    methods = json.loads(methods_json)
+    assert len(methods) == len(network.native.list_methods())
+    lines = []
+    for method in methods:
+        params = ", ".join(f"{p['name']}: {p['type']}" for p in method["parameters"])
+        lines.append(f"{method['method_name']}({params}) -> {', '.join(method['returns'])}")
+    assert "ForwardCPU(x: ArrayLike) -> tuple[list[float], int]" in lines
+    assert network.HasMethod("ForwardCPU") == "[true]"
+    sig = network.GetMethodSignature(json.dumps(["ForwardCPU"]))
+    assert json.loads(sig) == ["ForwardCPU(x: ArrayLike) -> tuple[list[float], int]"]
+    assert json.loads(network.ListMethods())[0] == [m["method_name"] for m in methods]

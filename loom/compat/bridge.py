@@ -49,8 +49,11 @@ from typing import Any, Literal
 import numpy as np
 
 from loom.backend import to_numpy
+from loom.compat.layer_json import layer_config_from_json, layer_config_to_json
 from loom.errors import ConfigError, LoomError, ModelFormatError
-from loom.nn.introspection import type_name
+from loom.nn.introspection import resolved_type_hints, type_name
+from loom.nn.layer_config import LayerConfig
+from loom.nn.network import Network
 
 __all__ = [
     "ErrorMode",
@@ -195,9 +198,6 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
 
 
 def _convert_class(value: Any, cls: Any, where: str) -> Any:
-    from loom.compat.layer_json import layer_config_from_json
-    from loom.nn.layer_config import LayerConfig
-
     if cls is bool:
         if isinstance(value, bool):
             return value
@@ -250,9 +250,7 @@ class _Spec:
 
 def spec_of(func: Callable[..., Any], owner: str) -> _Spec:
     """Positional parameters (``self`` excluded) of ``func`` with resolved annotations."""
-    from loom.nn.introspection import _resolved_hints
-
-    hints = _resolved_hints(func)
+    hints = resolved_type_hints(func)
     params = [
         p
         for p in inspect.signature(func).parameters.values()
@@ -353,10 +351,6 @@ def _network_summary(net: Any) -> dict[str, int]:
 
 def encode_value(value: Any) -> Any:
     """A JSON-ready form of one result (see the module docstring); NaN / Inf raise."""
-    from loom.compat.layer_json import layer_config_to_json
-    from loom.nn.layer_config import LayerConfig
-    from loom.nn.network import Network
-
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, enum.Enum):

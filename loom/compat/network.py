@@ -79,8 +79,8 @@ class CompatNetwork:
             spec = _method_spec(type(network), name)
             errors = self._errors
 
-            def bridge(args_json: str | bytes | None = None, _name: str = name, _spec: Any = spec) -> str:
-                return call_with_json(getattr(network, _name), _spec, args_json, errors)
+            def bridge(args_json: str | bytes | None = None) -> str:
+                return call_with_json(getattr(network, name), spec, args_json, errors)
 
             bridge.__name__ = bridge.__qualname__ = name
             bridge.__doc__ = (

@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 
 from loom.errors import LoomError
 
-__all__ = ["IntrospectionMixin", "MethodInfo", "ParameterInfo", "type_name"]
+__all__ = ["IntrospectionMixin", "MethodInfo", "ParameterInfo", "resolved_type_hints", "type_name"]
 
 
 class ParameterInfo(TypedDict, total=False):
@@ -125,7 +125,12 @@ def _annotation_namespace() -> dict[str, Any]:
     return namespace
 
 
-def _resolved_hints(func: Any) -> dict[str, Any]:
+def resolved_type_hints(func: Any) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a ``Network`` method or loom function, ``{}`` when unresolvable.
+
+    Names that modules import only for type checking (``TrainingResult``, ``ArrayLike``, ...)
+    are resolved through the ``loom.nn`` namespace.
+    """
     try:
         return typing.get_type_hints(func, localns=_annotation_namespace())
     except Exception:  # an unresolvable annotation: fall back to the source text per parameter
@@ -135,7 +140,7 @@ def _resolved_hints(func: Any) -> dict[str, Any]:
 @cache
 def _method_info_of(func: Any, name: str) -> MethodInfo:
     sig = inspect.signature(func)
-    hints = _resolved_hints(func)
+    hints = resolved_type_hints(func)
     params: list[ParameterInfo] = []
     for p in sig.parameters.values():
         if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -222,6 +227,11 @@ class IntrospectionMixin:
         """LOOM name of :meth:`get_methods_json`."""
         return self.get_methods_json()
 
-    def GetMethods(self) -> list[MethodInfo]:
-        """LOOM name of :meth:`get_methods`."""
-        return self.get_methods()
+    def GetMethods(self) -> tuple[MethodInfo, ...]:
+        """LOOM name of :meth:`get_methods`, as a tuple: one result per method.
+
+        Through :mod:`loom.compat` a tuple becomes one result per item, so the JSON text is
+        the list of method objects itself — what the LOOM README's "Runtime Introspection"
+        block parses (``JSON.parse(network.GetMethods()).forEach(...)``).
+        """
+        return tuple(self.get_methods())

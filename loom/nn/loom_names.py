@@ -62,9 +62,9 @@ def _admits_str(annotation: Any) -> bool:
 
 
 def _admitting_params(func: Callable[..., Any], params: list[inspect.Parameter]) -> dict[str, bool]:
-    from loom.nn.introspection import _resolved_hints  # resolves TYPE_CHECKING-only names too
+    from loom.nn.introspection import resolved_type_hints  # resolves TYPE_CHECKING-only names too
 
-    hints = _resolved_hints(func)
+    hints = resolved_type_hints(func)
     return {p.name: _admits_str(hints.get(p.name, p.annotation)) for p in params}
 
 
