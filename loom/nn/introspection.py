@@ -1,27 +1,157 @@
 """Runtime introspection of ``Network`` methods (LOOM's ``ListMethods`` family).
 
-Method names are discovered from the class itself (both the Pythonic and the
-LOOM CamelCase names), with parameter and return types taken from the Python
-annotations.
+Method names are discovered from the class itself (the Pythonic and the LOOM
+CamelCase names), so a new public method is listed with no new code. Parameter
+and return types are the resolved Python annotations, written the way they read
+in the source (``tuple[list[float], int]``, ``TrainingResult``, ``str | None``),
+with the aliases of :mod:`loom.nn.array_types` by name (``ArrayLike`` = a flat
+list of numbers, a list of rows or an array); parameter names are the real ones. Keyword-only parameters
+are listed after the positional ones with ``"keyword_only": true``.
+
+LOOM's Go build reports Go type strings (``ForwardCPU([]float32) ([]float32,
+time.Duration)``) and synthetic names (``param0``); loom reports Python's.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import json
-from typing import Any
+import types
+import typing
+from functools import cache
+from typing import Any, TypedDict
 
 from loom.errors import LoomError
 
-__all__ = ["IntrospectionMixin"]
+__all__ = ["IntrospectionMixin", "MethodInfo", "ParameterInfo", "resolved_type_hints", "type_name"]
 
 
-def _type_name(annotation: Any) -> str:
+class ParameterInfo(TypedDict, total=False):
+    """One parameter of a method: ``{"name", "type"}`` (``"keyword_only": True`` for keyword-only ones)."""
+
+    name: str
+    type: str
+    keyword_only: bool
+
+
+class MethodInfo(TypedDict):
+    """One method: ``{"method_name", "parameters": [...], "returns": [...]}`` (LOOM's ``MethodInfo``)."""
+
+    method_name: str
+    parameters: list[ParameterInfo]
+    returns: list[str]
+
+
+def type_name(annotation: Any) -> str:
+    """Readable text of a resolved annotation (``list[float]``, ``str | None``, ``ndarray``).
+
+    Parameters
+    ----------
+    annotation : type, typing construct or str
+        A resolved annotation (``typing.get_type_hints``) or, when it could not be
+        resolved, its source text.
+
+    Returns
+    -------
+    str
+    """
     if annotation is inspect.Parameter.empty or annotation is inspect.Signature.empty:
         return "Any"
     if isinstance(annotation, str):
         return annotation
+    if annotation is type(None) or annotation is None:
+        return "None"
+    if annotation is Any:
+        return "Any"
+    alias = _named_aliases().get(_hashable(annotation))
+    if alias is not None:
+        return alias
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return _union_name(args)
+    if origin is typing.Literal:
+        return "Literal[" + ", ".join(repr(a) for a in args) + "]"
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        if origin is collections.abc.Callable:
+            return "Callable"
+        if not args:
+            return name
+        return f"{name}[" + ", ".join("..." if a is Ellipsis else type_name(a) for a in args) + "]"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _hashable(annotation: Any) -> Any:
+    try:
+        hash(annotation)
+    except TypeError:
+        return None
+    return annotation
+
+
+@cache
+def _named_aliases() -> dict[Any, str]:
+    """The aliases of :mod:`loom.nn.array_types` (except ``Array``), rendered by name."""
+    from loom.nn import array_types
+
+    return {getattr(array_types, name): name for name in array_types.__all__ if name != "Array"}
+
+
+def _union_name(args: tuple[Any, ...]) -> str:
+    """``A | B | ...``, with the members of a named alias (flattened into the union) shown as its name."""
+    remaining = list(args)
+    parts: list[str] = []
+    for alias, name in sorted(_named_aliases().items(), key=lambda item: -len(typing.get_args(item[0]))):
+        members = typing.get_args(alias)
+        if members and all(m in remaining for m in members):
+            parts.append(name)
+            remaining = [a for a in remaining if a not in members]
+    return " | ".join(parts + [type_name(a) for a in remaining])
+
+
+@cache
+def _annotation_namespace() -> dict[str, Any]:
+    """Names that annotations of ``Network`` methods may use but modules import only for type checking."""
+    import loom.nn as nn_package
+    from loom.backend import Backend
+    from loom.nn import array_types
+    from loom.nn.go_compat import GoCompatibleMode
+
+    namespace: dict[str, Any] = {name: getattr(nn_package, name) for name in nn_package.__all__}
+    namespace.update({name: getattr(array_types, name) for name in array_types.__all__})
+    namespace.update(Backend=Backend, GoCompatibleMode=GoCompatibleMode, MethodInfo=MethodInfo)
+    return namespace
+
+
+def resolved_type_hints(func: Any) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a ``Network`` method or loom function, ``{}`` when unresolvable.
+
+    Names that modules import only for type checking (``TrainingResult``, ``ArrayLike``, ...)
+    are resolved through the ``loom.nn`` namespace.
+    """
+    try:
+        return typing.get_type_hints(func, localns=_annotation_namespace())
+    except Exception:  # an unresolvable annotation: fall back to the source text per parameter
+        return {}
+
+
+@cache
+def _method_info_of(func: Any, name: str) -> MethodInfo:
+    sig = inspect.signature(func)
+    hints = resolved_type_hints(func)
+    params: list[ParameterInfo] = []
+    for p in sig.parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        info: ParameterInfo = {"name": p.name, "type": type_name(hints.get(p.name, p.annotation))}
+        if p.kind is p.KEYWORD_ONLY:
+            info["keyword_only"] = True
+        params.append(info)
+    ret = hints.get("return", sig.return_annotation)
+    returns = [] if ret in (None, "None", type(None), inspect.Signature.empty) else [type_name(ret)]
+    return {"method_name": name, "parameters": params, "returns": returns}
 
 
 class IntrospectionMixin:
@@ -43,18 +173,18 @@ class IntrospectionMixin:
         """True if ``name`` is a public method (exact, case-sensitive)."""
         return name in self._public_methods()
 
-    def _method_info(self, name: str) -> dict[str, Any]:
-        func = self._public_methods()[name]
-        sig = inspect.signature(func)
-        params = [
-            {"name": p.name, "type": _type_name(p.annotation)} for p in sig.parameters.values() if p.name != "self"
-        ]
-        ret = sig.return_annotation
-        returns = [] if ret in (None, "None") else [_type_name(ret)]
-        return {"method_name": name, "parameters": params, "returns": returns}
+    def _method_info(self, name: str) -> MethodInfo:
+        return _method_info_of(self._public_methods()[name], name)
 
-    def get_methods(self) -> list[dict[str, Any]]:
-        """``[{"method_name", "parameters": [{"name", "type"}], "returns": [...]}]`` for every method."""
+    def get_methods(self) -> list[MethodInfo]:
+        """``[{"method_name", "parameters": [{"name", "type"}], "returns": [...]}]`` for every method.
+
+        Returns
+        -------
+        list of dict
+            Sorted by name; parameter names are the real ones, types the resolved
+            annotations (keyword-only parameters carry ``"keyword_only": True``).
+        """
         return [self._method_info(name) for name in self.list_methods()]
 
     def get_methods_json(self) -> str:
@@ -62,13 +192,23 @@ class IntrospectionMixin:
         return json.dumps(self.get_methods(), indent=2)
 
     def get_method_signature(self, name: str) -> str:
-        """``"name(type, ...) -> return"``; unknown names raise ``LoomError``."""
+        """``"name(param: type, ...) -> return"``; unknown names raise ``LoomError``.
+
+        Keyword-only parameters follow a ``*`` as in Python: ``save_model_to_string(model_id: str,
+        *, go_compatible: ...) -> str``.
+        """
         if not self.has_method(name):
             raise LoomError(f"method {name} not found")
         info = self._method_info(name)
-        params = ", ".join(f"{p['name']}: {p['type']}" for p in info["parameters"])
+        parts: list[str] = []
+        star = False
+        for p in info["parameters"]:
+            if p.get("keyword_only") and not star:
+                parts.append("*")
+                star = True
+            parts.append(f"{p['name']}: {p['type']}")
         returns = info["returns"]
-        return f"{name}({params})" + (f" -> {returns[0]}" if returns else "")
+        return f"{name}({', '.join(parts)})" + (f" -> {returns[0]}" if returns else "")
 
     # LOOM names
     def ListMethods(self) -> list[str]:
@@ -87,6 +227,11 @@ class IntrospectionMixin:
         """LOOM name of :meth:`get_methods_json`."""
         return self.get_methods_json()
 
-    def GetMethods(self) -> list[dict[str, Any]]:
-        """LOOM name of :meth:`get_methods`."""
-        return self.get_methods()
+    def GetMethods(self) -> tuple[MethodInfo, ...]:
+        """LOOM name of :meth:`get_methods`, as a tuple: one result per method.
+
+        Through :mod:`loom.compat` a tuple becomes one result per item, so the JSON text is
+        the list of method objects itself — what the LOOM README's "Runtime Introspection"
+        block parses (``JSON.parse(network.GetMethods()).forEach(...)``).
+        """
+        return tuple(self.get_methods())

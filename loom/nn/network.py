@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,10 +27,18 @@ from loom.nn.builder import assign_paths, infer_sizes, parse_config_text, parse_
 from loom.nn.introspection import IntrospectionMixin
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import ForwardContext, kind_for
+from loom.nn.loom_names import takes_python_values
+
+if TYPE_CHECKING:
+    from loom.nn.array_types import Array, ArrayLike, TrainingBatchLike, TrainingConfigLike
+    from loom.nn.evaluation import DeviationMetrics
+    from loom.nn.go_compat import GoCompatibleMode
+    from loom.nn.training import TrainingResult
 
 __all__ = ["Network", "create_network_from_json", "new_network"]
 
 
+@takes_python_values
 class Network(IntrospectionMixin):
     """A LOOM grid network.
 
@@ -204,7 +212,7 @@ class Network(IntrospectionMixin):
         """Seed the generator of stochastic layers (Gumbel softmax noise)."""
         self._rng = self._backend.rng(seed)
 
-    def iter_all_layers(self):
+    def iter_all_layers(self) -> Iterator[LayerConfig]:
         """Every layer and nested branch, depth first, in flat order."""
         for cfg in self.layers:
             yield from cfg.iter_layers()
@@ -321,7 +329,7 @@ class Network(IntrospectionMixin):
         extra = pending.pop(0, None)
         return grad if extra is None or grad is None else grad + extra
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: ArrayLike) -> Array:
         """Run the network.
 
         Parameters
@@ -339,7 +347,7 @@ class Network(IntrospectionMixin):
         y = self._forward(flat, batch)
         return y.reshape(batch, -1) if two_d else y
 
-    def backward(self, grad_output: Any, *, accumulate: bool = False) -> Any:
+    def backward(self, grad_output: ArrayLike, *, accumulate: bool = False) -> Array:
         """Back-propagate ``dL/d(output)``; stores parameter gradients, returns ``dL/d(input)``.
 
         Gradients overwrite the stored ones (as LOOM) unless ``accumulate=True``.
@@ -350,7 +358,7 @@ class Network(IntrospectionMixin):
             return dx.reshape(grad_output.shape[0] if hasattr(grad_output, "shape") else len(grad_output), -1)
         return dx
 
-    def gradients(self) -> list[Any]:
+    def gradients(self) -> list[Array]:
         """Every stored gradient array (flat order, branches included)."""
         return [g for cfg in self.iter_all_layers() for g in cfg.grads.values()]
 
@@ -368,11 +376,11 @@ class Network(IntrospectionMixin):
             for grad in cfg.grads.values():
                 grad[...] = 0
 
-    def kernel_gradients(self) -> list[dict[str, Any]]:
+    def kernel_gradients(self) -> list[dict[str, Array]]:
         """Per-layer gradient dictionaries (flat order)."""
         return [dict(cfg.grads) for cfg in self.layers]
 
-    def activations(self) -> list[Any]:
+    def activations(self) -> list[Array]:
         """Per-layer outputs of the last forward pass: ``[input, out_0, out_1, ...]``."""
         return list(self._activations)
 
@@ -382,29 +390,35 @@ class Network(IntrospectionMixin):
             kind_for(cfg.type).reset_state(cfg)
 
     # ------------------------------------------------------------------ training / evaluation / io
-    def train(self, batches: Any, config: Any = None):
+    def train(self, batches: Sequence[TrainingBatchLike], config: TrainingConfigLike | None = None) -> TrainingResult:
         """Train with LOOM's loop; see :func:`loom.nn.training.train_network`."""
         from loom.nn.training import train_network
 
         return train_network(self, batches, config)
 
-    def evaluate_network(self, inputs: Any, expected_outputs: Any):
+    def evaluate_network(
+        self, inputs: Sequence[ArrayLike] | Array, expected_outputs: Sequence[float] | Array
+    ) -> DeviationMetrics:
         """LOOM's deviation metrics; see :func:`loom.nn.evaluation.evaluate_network`."""
         from loom.nn.evaluation import evaluate_network
 
         return evaluate_network(self, inputs, expected_outputs)
 
-    def save_model_to_string(self, model_id: str = "model") -> str:
-        """The network as LOOM bundle JSON text (``"type": "modelhost/bundle"``)."""
+    def save_model_to_string(self, model_id: str = "model", *, go_compatible: GoCompatibleMode = False) -> str:
+        """The network as LOOM bundle JSON text (``"type": "modelhost/bundle"``).
+
+        ``go_compatible=True`` raises ``ConfigError`` listing every feature Go LOOM would run
+        differently (``"warn"``: a ``GoCompatibilityWarning`` instead); see :mod:`loom.nn.go_compat`.
+        """
         from loom.nn.serialization import save_model_to_string
 
-        return save_model_to_string(self, model_id)
+        return save_model_to_string(self, model_id, go_compatible=go_compatible)
 
-    def save_model(self, path: str | Path, model_id: str = "model") -> None:
-        """Write the LOOM bundle to ``path`` atomically (temp file + rename)."""
+    def save_model(self, path: str | Path, model_id: str = "model", *, go_compatible: GoCompatibleMode = False) -> None:
+        """Write the LOOM bundle to ``path`` atomically (temp file + rename); ``go_compatible`` as above."""
         from loom.nn.serialization import save_model
 
-        save_model(self, path, model_id)
+        save_model(self, path, model_id, go_compatible=go_compatible)
 
     def __repr__(self) -> str:
         types = ", ".join(cfg.type for cfg in self.layers)
@@ -414,14 +428,14 @@ class Network(IntrospectionMixin):
         )
 
     # ------------------------------------------------------------------ LOOM-compatible names
-    def ForwardCPU(self, x: Any) -> tuple[list[float], int]:
+    def ForwardCPU(self, x: ArrayLike) -> tuple[list[float], int]:
         """LOOM name: forward pass returning ``(list_of_floats, duration_ns)``."""
         start = time.perf_counter_ns()
         y = self.forward(x)
         values = to_numpy(y).reshape(-1).tolist()
         return values, time.perf_counter_ns() - start
 
-    def BackwardCPU(self, grad: Any) -> tuple[list[float], int]:
+    def BackwardCPU(self, grad: ArrayLike) -> tuple[list[float], int]:
         """LOOM name: backward pass returning ``(list_of_floats, duration_ns)``."""
         start = time.perf_counter_ns()
         dx = self.backward(grad)
@@ -435,21 +449,23 @@ class Network(IntrospectionMixin):
         """LOOM name of :meth:`zero_gradients`."""
         self.zero_gradients()
 
-    def Train(self, batches: Any, config: Any = None):
+    def Train(self, batches: Sequence[TrainingBatchLike], config: TrainingConfigLike | None = None) -> TrainingResult:
         """LOOM name of :meth:`train`."""
         return self.train(batches, config)
 
-    def EvaluateNetwork(self, inputs: Any, expected_outputs: Any):
+    def EvaluateNetwork(
+        self, inputs: Sequence[ArrayLike] | Array, expected_outputs: Sequence[float] | Array
+    ) -> DeviationMetrics:
         """LOOM name of :meth:`evaluate_network`."""
         return self.evaluate_network(inputs, expected_outputs)
 
-    def SaveModelToString(self, model_id: str = "model") -> str:
+    def SaveModelToString(self, model_id: str = "model", *, go_compatible: GoCompatibleMode = False) -> str:
         """LOOM name of :meth:`save_model_to_string`."""
-        return self.save_model_to_string(model_id)
+        return self.save_model_to_string(model_id, go_compatible=go_compatible)
 
-    def SaveModel(self, path: str | Path, model_id: str = "model") -> None:
+    def SaveModel(self, path: str | Path, model_id: str = "model", *, go_compatible: GoCompatibleMode = False) -> None:
         """LOOM name of :meth:`save_model`."""
-        self.save_model(path, model_id)
+        self.save_model(path, model_id, go_compatible=go_compatible)
 
     def GetLayer(self, row: int, col: int, layer: int) -> LayerConfig:
         """LOOM name of :meth:`get_layer`."""
@@ -479,9 +495,75 @@ class Network(IntrospectionMixin):
         """LOOM name of :meth:`reset_state`."""
         self.reset_state()
 
-    def KernelGradients(self) -> list[dict[str, Any]]:
-        """Per-layer gradient dictionaries (LOOM name)."""
-        return self.kernel_gradients()
+    def KernelGradients(self) -> list[list[float]]:
+        """LOOM name: per top-level layer, its weight (non-bias) gradients of the last backward, flat.
+
+        ``[]`` for a layer without gradients (Go: ``nil``); Parallel layers include their branches.
+        """
+        return [_flat_gradients(cfg, bias=False) for cfg in self.layers]
+
+    def BiasGradients(self) -> list[list[float]]:
+        """LOOM name: per top-level layer, its bias gradients of the last backward, flat (``[]`` if none)."""
+        return [_flat_gradients(cfg, bias=True) for cfg in self.layers]
+
+    def InitGPU(self) -> None:
+        """LOOM name: move the network to the GPU (CuPy); ``BackendUnavailableError`` without CuPy/CUDA."""
+        self.to_backend("cupy")
+
+    def ReleaseGPU(self) -> None:
+        """LOOM name: move the network back to the CPU (NumPy)."""
+        self.to_backend("numpy")
+
+    def _require_gpu(self, name: str) -> None:
+        if self.backend != "cupy":
+            from loom.errors import BackendUnavailableError
+
+            raise BackendUnavailableError(
+                f"{name}: the network is on the {self.backend} backend; call InitGPU() first "
+                "(needs CuPy and a CUDA device: pip install 'loom-nn[gpu]')"
+            )
+
+    def ForwardGPU(self, x: ArrayLike) -> tuple[list[float], int]:
+        """LOOM name: :meth:`ForwardCPU` on the GPU (after :meth:`InitGPU`; the same math as on the CPU)."""
+        self._require_gpu("ForwardGPU")
+        return self.ForwardCPU(x)
+
+    def BackwardGPU(self, grad: ArrayLike) -> tuple[list[float], int]:
+        """LOOM name: :meth:`BackwardCPU` on the GPU (after :meth:`InitGPU`)."""
+        self._require_gpu("BackwardGPU")
+        return self.BackwardCPU(grad)
+
+    def SerializeModel(self, model_id: str = "model") -> dict[str, str | dict[str, object]]:
+        """LOOM name: the bundle's model entry ``{"id", "cfg", "weights"}`` (Go's ``SavedModel``) as a dict."""
+        import json
+
+        return json.loads(self.save_model_to_string(model_id))["models"][0]
+
+    def EvaluateFromCheckpointFiles(
+        self, files: Sequence[str | Path], expected_outputs: Sequence[float]
+    ) -> tuple[DeviationMetrics, int, int]:
+        """LOOM name: evaluate inputs stored one per JSON file (``[0.1, 0.2, ...]``).
+
+        Returns
+        -------
+        (DeviationMetrics, int, int)
+            The metrics, the total load time and the total forward time in nanoseconds.
+            An unreadable file is a ``ModelFormatError`` naming it (Go logs and skips it).
+        """
+        import json
+
+        from loom.errors import ModelFormatError
+
+        inputs = []
+        start = time.perf_counter_ns()
+        for path in files:
+            try:
+                inputs.append(json.loads(Path(path).read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                raise ModelFormatError(f"{path}: cannot read a checkpoint input ({exc})") from exc
+        loaded = time.perf_counter_ns()
+        metrics = self.evaluate_network(inputs, expected_outputs)
+        return metrics, loaded - start, time.perf_counter_ns() - loaded
 
     def load_model_from_string(self, text: str, model_id: str | None = None) -> Network:
         """Replace this network's grid, layers and weights with a LOOM bundle's (returns self)."""
@@ -496,6 +578,17 @@ class Network(IntrospectionMixin):
     def LoadModelFromString(self, text: str, model_id: str | None = None) -> Network:
         """LOOM README name of :meth:`load_model_from_string`."""
         return self.load_model_from_string(text, model_id)
+
+
+def _flat_gradients(cfg: LayerConfig, *, bias: bool) -> list[float]:
+    """The stored gradients of ``cfg`` (and its branches) whose names are (``bias``) or are not bias ones."""
+    parts = [
+        to_numpy(grad).reshape(-1)
+        for layer in cfg.iter_layers()
+        for name, grad in layer.grads.items()
+        if ("bias" in name) == bias
+    ]
+    return np.concatenate(parts).tolist() if parts else []
 
 
 def create_network_from_json(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -21,17 +22,26 @@ from loom.nn.layers import kind_for
 from loom.ops.activations import Activation, activation_from_name
 
 __all__ = [
+    "LAYER_INIT_FUNCTIONS",
     "call_layer_init",
     "init_conv2d_layer",
     "init_dense_layer",
+    "init_entmax_layer",
+    "init_grid_softmax_layer",
+    "init_gumbel_softmax_layer",
+    "init_hierarchical_softmax_layer",
     "init_layer_norm_layer",
     "init_lstm_layer",
+    "init_masked_softmax_layer",
     "init_multi_head_attention_layer",
+    "init_multi_head_attention_layer_loom",
     "init_parallel_layer",
     "init_rms_norm_layer",
     "init_rnn_layer",
     "init_softmax_layer",
+    "init_sparsemax_layer",
     "init_swiglu_layer",
+    "init_temperature_softmax_layer",
     "list_layer_init_functions",
 ]
 
@@ -44,6 +54,10 @@ def _normal(shape: tuple[int, ...], std: float, rng: np.random.Generator | None)
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, dtype=np.float32)
+
+
+#: An activation: LOOM's id (``0`` = ScaledReLU, ``1`` = Sigmoid, ...), its name (``"relu"``) or the enum.
+ActivationLike = int | str | Activation
 
 
 def _activation(value: Any) -> Activation:
@@ -59,7 +73,9 @@ def _finish(cfg: LayerConfig, params: dict[str, np.ndarray]) -> LayerConfig:
     return cfg
 
 
-def init_dense_layer(input_size: int, output_size: int, activation: Any = 0, *, seed: int | None = None) -> LayerConfig:
+def init_dense_layer(
+    input_size: int, output_size: int, activation: ActivationLike = 0, *, seed: int | None = None
+) -> LayerConfig:
     """Dense layer with He-normal kernel (std ``sqrt(2 / input_size)``) and zero biases."""
     rng = np.random.default_rng(seed) if seed is not None else None
     cfg = LayerConfig(
@@ -82,7 +98,7 @@ def init_conv2d_layer(
     stride: int,
     padding: int,
     filters: int,
-    activation: Any = 0,
+    activation: ActivationLike = 0,
     *,
     seed: int | None = None,
 ) -> LayerConfig:
@@ -110,7 +126,12 @@ def init_conv2d_layer(
 
 
 def init_multi_head_attention_layer(
-    d_model: Any, num_heads: int | bool = 1, seq_length: int = 1, num_kv_heads: int = 0, *, seed: int | None = None
+    d_model: int | LayerConfig,
+    num_heads: int | bool = 1,
+    seq_length: int = 1,
+    num_kv_heads: int = 0,
+    *,
+    seed: int | None = None,
 ) -> LayerConfig:
     """Multi-head attention with Xavier-normal projections and zero biases.
 
@@ -176,6 +197,34 @@ def init_lstm_layer(
     return _finish(cfg, kind_for("lstm").import_weights(cfg, params, "InitLSTMLayer"))
 
 
+def init_multi_head_attention_layer_loom(
+    d_model: int | LayerConfig,
+    num_heads: int | bool = 1,
+    batch_size: int = 1,
+    seq_length: int = 1,
+    *,
+    num_kv_heads: int = 0,
+    seed: int | None = None,
+) -> LayerConfig:
+    """``InitMultiHeadAttentionLayer`` with the LOOM README's arguments ``(dModel, numHeads, batchSize, seqLength)``.
+
+    ``batch_size`` is accepted for the README's signature and not stored: the network's
+    ``batch_size`` decides how many samples a forward pass holds. Go's registry form
+    ``(cfg: LayerConfig, is_gpu: bool)`` is accepted too (the config's weights are initialised).
+
+    Examples
+    --------
+    >>> cfg = init_multi_head_attention_layer_loom(512, 8, 32, 256)
+    >>> cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.seq_length
+    (512, 8, 64, 256)
+    """
+    if isinstance(d_model, LayerConfig):
+        return init_multi_head_attention_layer(d_model, num_heads, seed=seed)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | float) or batch_size < 0:
+        raise ConfigError(f"batch_size: expected a non-negative integer, got {batch_size!r}")
+    return init_multi_head_attention_layer(d_model, int(num_heads), seq_length, num_kv_heads, seed=seed)
+
+
 def init_softmax_layer(variant: str = "standard", **options: Any) -> LayerConfig:
     """Softmax layer of any LOOM variant (options: temperature, softmax_rows/cols, mask, ...)."""
     cfg = LayerConfig(type="softmax", softmax_variant=str(variant))
@@ -184,6 +233,41 @@ def init_softmax_layer(variant: str = "standard", **options: Any) -> LayerConfig
             raise ConfigError(f"{key}: not a softmax option")
         setattr(cfg, key, value)
     return cfg
+
+
+def init_grid_softmax_layer(rows: int, cols: int) -> LayerConfig:
+    """Grid softmax: ``rows`` independent distributions of ``cols`` values (LOOM ``InitGridSoftmaxLayer``)."""
+    return init_softmax_layer("grid", softmax_rows=int(rows), softmax_cols=int(cols), temperature=1.0)
+
+
+def init_hierarchical_softmax_layer(levels: list[int]) -> LayerConfig:
+    """Hierarchical softmax over ``levels`` (e.g. ``[3, 3, 4]``; LOOM ``InitHierarchicalSoftmaxLayer``)."""
+    return init_softmax_layer("hierarchical", hierarchy_levels=[int(v) for v in levels], temperature=1.0)
+
+
+def init_temperature_softmax_layer(temperature: float) -> LayerConfig:
+    """Softmax of ``z / temperature`` (LOOM ``InitTemperatureSoftmaxLayer``)."""
+    return init_softmax_layer("temperature", temperature=float(temperature))
+
+
+def init_gumbel_softmax_layer(temperature: float) -> LayerConfig:
+    """Gumbel softmax (noise from the network's seeded generator; LOOM ``InitGumbelSoftmaxLayer``)."""
+    return init_softmax_layer("gumbel", temperature=float(temperature), gumbel_noise=True)
+
+
+def init_masked_softmax_layer(mask_size: int) -> LayerConfig:
+    """Masked softmax with a mask of ``mask_size`` entries, all enabled (LOOM ``InitMaskedSoftmaxLayer``)."""
+    return init_softmax_layer("masked", mask=[True] * int(mask_size), temperature=1.0)
+
+
+def init_sparsemax_layer() -> LayerConfig:
+    """Sparsemax (exact zeros possible; LOOM ``InitSparsemaxLayer``)."""
+    return init_softmax_layer("sparse", temperature=1.0)
+
+
+def init_entmax_layer(alpha: float) -> LayerConfig:
+    """Entmax blend of softmax and sparsemax (1 = softmax, 2 = sparsemax; LOOM ``InitEntmaxLayer``)."""
+    return init_softmax_layer("entmax", entmax_alpha=float(alpha), temperature=1.0)
 
 
 def init_layer_norm_layer(norm_size: int, epsilon: float = 1e-5) -> LayerConfig:
@@ -239,19 +323,31 @@ def init_parallel_layer(
     )
 
 
-#: LOOM registry name -> (function, declared argument types).
+#: LOOM name -> function, for every layer-init function (Go's registry, Go's ``Init*Layer``
+#: package functions and loom's own); arguments as in LOOM (``InitMultiHeadAttentionLayer``
+#: takes the README's ``(dModel, numHeads, batchSize, seqLength)``).
 _REGISTRY: dict[str, Callable[..., LayerConfig]] = {
     "InitConv2DLayer": init_conv2d_layer,
     "InitDenseLayer": init_dense_layer,
+    "InitEntmaxLayer": init_entmax_layer,
+    "InitGridSoftmaxLayer": init_grid_softmax_layer,
+    "InitGumbelSoftmaxLayer": init_gumbel_softmax_layer,
+    "InitHierarchicalSoftmaxLayer": init_hierarchical_softmax_layer,
     "InitLSTMLayer": init_lstm_layer,
     "InitLayerNormLayer": init_layer_norm_layer,
-    "InitMultiHeadAttentionLayer": init_multi_head_attention_layer,
+    "InitMaskedSoftmaxLayer": init_masked_softmax_layer,
+    "InitMultiHeadAttentionLayer": init_multi_head_attention_layer_loom,
     "InitParallelLayer": init_parallel_layer,
     "InitRMSNormLayer": init_rms_norm_layer,
     "InitRNNLayer": init_rnn_layer,
     "InitSoftmaxLayer": init_softmax_layer,
+    "InitSparsemaxLayer": init_sparsemax_layer,
     "InitSwiGLULayer": init_swiglu_layer,
+    "InitTemperatureSoftmaxLayer": init_temperature_softmax_layer,
 }
+
+#: Read-only view of the registry: LOOM name -> function.
+LAYER_INIT_FUNCTIONS = MappingProxyType(_REGISTRY)
 
 
 def _positional(func: Callable[..., Any]) -> list[inspect.Parameter]:

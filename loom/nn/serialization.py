@@ -162,16 +162,27 @@ def bundle_dict(net: Any, model_id: str) -> dict[str, Any]:
     return {"type": "modelhost/bundle", "version": 1, "models": [{"id": model_id, "cfg": cfg, "weights": weights}]}
 
 
-def save_model_to_string(net: Any, model_id: str = "model") -> str:
-    """LOOM bundle JSON text of ``net`` (Go ``MarshalIndent`` layout, two-space indent)."""
+def save_model_to_string(net: Any, model_id: str = "model", *, go_compatible: bool | str = False) -> str:
+    """LOOM bundle JSON text of ``net`` (Go ``MarshalIndent`` layout, two-space indent).
+
+    ``go_compatible``: ``True``/``"strict"`` raises ``ConfigError`` listing every feature Go
+    LOOM would run differently, ``"warn"`` warns instead, ``False`` does not check
+    (:func:`loom.nn.go_compat.check_go_compatibility`).
+    """
     if not isinstance(model_id, str):
         raise ConfigError(f"model_id: expected a string, got {type(model_id).__name__}")
+    if go_compatible is not False:
+        from loom.nn.go_compat import check_go_compatibility
+
+        check_go_compatibility(net, go_compatible)
     return gojson.dumps(bundle_dict(net, model_id), indent="  ")
 
 
-def save_model(net: Any, path: str | os.PathLike[str], model_id: str = "model") -> None:
+def save_model(
+    net: Any, path: str | os.PathLike[str], model_id: str = "model", *, go_compatible: bool | str = False
+) -> None:
     """Write the bundle to ``path`` atomically (temporary file in the same folder, then rename)."""
-    text = save_model_to_string(net, model_id)
+    text = save_model_to_string(net, model_id, go_compatible=go_compatible)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

