@@ -86,6 +86,7 @@ def loom_worker(args: argparse.Namespace) -> dict[str, Any] | None:
     target[np.arange(batch), rng.integers(0, sizes[-1], batch)] = 1.0
     t = be.asarray(target).reshape(-1)
     ctx = net._training_context()
+    waited = [0.0]  # seconds spent waiting for all-reduces (after the compute queued before them)
 
     def step() -> float:
         y = net._forward(x, batch, ctx, input_grad=False)
@@ -99,11 +100,13 @@ def loom_worker(args: argparse.Namespace) -> dict[str, Any] | None:
             if args.overlap:  # this layer's gradient is final: reduce it while earlier layers run backward
                 start, stop = layer_bounds[i]
                 pending.append(comm.start_all_reduce(grad[start:stop], "mean"))
+        started = time.perf_counter()
         if args.overlap:
             for p in pending:
                 p.wait()
         else:
             comm.all_reduce_mean(grad)
+        waited[0] += time.perf_counter() - started
         raw.subtract(flat, raw.multiply(grad, LEARNING_RATE, out=step_buf), out=flat)
         return loss
 
@@ -111,13 +114,18 @@ def loom_worker(args: argparse.Namespace) -> dict[str, Any] | None:
         step()
     be.synchronize()
     comm.barrier()
+    waited[0] = 0.0
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
     be.synchronize()
     comm.barrier()
     seconds = time.perf_counter() - start
-    result = {"samples_per_s": comm.world_size * batch * args.steps / seconds, "world_size": comm.world_size}
+    result = {
+        "samples_per_s": comm.world_size * batch * args.steps / seconds,
+        "world_size": comm.world_size,
+        "reduce_share": waited[0] / seconds,
+    }
     dist.finalize()
     return result if comm.rank == 0 else None
 
@@ -162,8 +170,8 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def run_job(nproc: int, args: argparse.Namespace, framework: str) -> float | None:
-    """Start ``nproc`` workers through loom.distributed.launch; returns rank 0's samples/s."""
+def run_job(nproc: int, args: argparse.Namespace, framework: str) -> tuple[float, float] | None:
+    """Start ``nproc`` workers through loom.distributed.launch; rank 0's samples/s and share waiting for reduces."""
     from loom.distributed import launch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +187,8 @@ def run_job(nproc: int, args: argparse.Namespace, framework: str) -> float | Non
         if code != 0 or not out.exists():
             print(f"  {framework} with {nproc} process(es) failed (exit code {code})", file=sys.stderr)
             return None
-        return float(json.loads(out.read_text())["samples_per_s"])
+        result = json.loads(out.read_text())
+        return float(result["samples_per_s"]), float(result.get("reduce_share", float("nan")))
 
 
 def _free_port() -> int:
@@ -190,21 +199,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def summarize(name: str, runs: dict[int, list[float]]) -> None:
-    """Median samples/s per process count, the speedup over the smallest count and the efficiency."""
+def summarize(name: str, runs: dict[int, list[tuple[float, float]]]) -> None:
+    """Median samples/s per process count, speedup and efficiency against the smallest count, time in reduces."""
     smallest = min(runs)
-    base = statistics.median(runs[smallest]) if runs[smallest] else float("nan")
+    base = statistics.median(v for v, _ in runs[smallest]) if runs[smallest] else float("nan")
     print(name)
-    print(f"  {'procs':>5}  {'samples/s median [min - max]':>34}  {'speedup':>8}  {'efficiency':>10}")
-    for n, values in sorted(runs.items()):
-        if not values:
+    header = f"  {'procs':>5}  {'samples/s median [min - max]':>34}  {'speedup':>8}  {'efficiency':>10}"
+    print(header + f"  {'waiting for all-reduce':>22}")
+    for n, pairs in sorted(runs.items()):
+        if not pairs:
             print(f"  {n:>5}  {'failed':>34}")
             continue
+        values = [v for v, _ in pairs]
         median = statistics.median(values)
         spread = f"{median:,.0f} [{min(values):,.0f} - {max(values):,.0f}]"
         speedup = median / base
         efficiency = median / (n * base / smallest)
-        print(f"  {n:>5}  {spread:>34}  {speedup:>7.2f}x  {efficiency:>9.0%}")
+        share = statistics.median(s for _, s in pairs)
+        print(f"  {n:>5}  {spread:>34}  {speedup:>7.2f}x  {efficiency:>9.0%}  {share:>21.0%}")
 
 
 def main() -> None:
@@ -258,7 +270,7 @@ def main() -> None:
             frameworks.append("torch")
         except ImportError:
             print("  PyTorch peer: skipped (torch is not installed)")
-    results: dict[str, dict[int, list[float]]] = {f: {n: [] for n in counts} for f in frameworks}
+    results: dict[str, dict[int, list[tuple[float, float]]]] = {f: {n: [] for n in counts} for f in frameworks}
     for _ in range(args.repeats):
         for n in counts:
             for framework in frameworks:  # peers alternate within each repeat: same machine state
@@ -271,7 +283,8 @@ def main() -> None:
         for n in counts:
             mine, theirs = results["loom"][n], results["torch"][n]
             if mine and theirs:
-                print(f"  loom / PyTorch at {n}: {statistics.median(mine) / statistics.median(theirs):.2f}x")
+                ratio = statistics.median(v for v, _ in mine) / statistics.median(v for v, _ in theirs)
+                print(f"  loom / PyTorch with {n} GPU(s): {ratio:.2f}x")
 
 
 def _counts(text: str | None, available: int) -> list[int]:
