@@ -480,6 +480,17 @@ def test_launch_rejects_bad_arguments(nproc: int, argv: list[str], message: str)
         launch(nproc, argv)
 
 
+def test_gpu_jobs_need_cupy() -> None:
+    from loom.backend import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy and a CUDA device are available here")
+    with pytest.raises(BackendUnavailableError, match="the 'cupy' backend needs CuPy"):
+        launch(2, ["x"], gpu=True)
+    with pytest.raises(BackendUnavailableError, match="the 'cupy' backend needs CuPy"):
+        dist.init("cupy")
+
+
 def test_distributed_mode_off_imports_nothing() -> None:
     code = (
         "import sys, loom.distributed as d\n"

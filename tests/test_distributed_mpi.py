@@ -143,3 +143,18 @@ def test_a_rank_that_leaves_early_ends_the_others(tmp_path: Path, mpiexec: str) 
 def test_launch_returns_the_exit_code_of_a_failed_job(mpiexec: str) -> None:
     code = dist.launch(2, [sys.executable, "-c", "import sys; sys.exit(3)"], timeout=5)
     assert code == 3
+
+
+def test_mpi_world_of_one_without_mpiexec(mpiexec: str) -> None:
+    """``transport="mpi"`` in a plain process: MPI's singleton world, the real transport, then a clean finalize."""
+    code = (
+        "import numpy as np, loom.distributed as d\n"
+        "c = d.init('numpy', transport='mpi')\n"
+        "a = np.arange(4, dtype=np.float32)\n"
+        "c.all_reduce_mean(a); c.broadcast(a); c.barrier()\n"
+        "print(c.kind, c.world_size, a.tolist(), c.all_reduce_scalars([2.5], 'max'))\n"
+        "d.finalize()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "mpi 1 [0.0, 1.0, 2.0, 3.0] (2.5,)"
