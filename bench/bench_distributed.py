@@ -4,7 +4,7 @@ Every process trains the same MLP with SGD on its own batch of random data; grad
 are averaged with loom's communicator before each step (weights broadcast from rank 0
 at the start), exactly as the distributed training engine does:
 
-* CPU (default): an MLP sized for one core, 784 → 512 → 512 → 10, batch 64 per
+* CPU (default): an MLP sized for one core, 784 → 512 → 512 → 10, batch 256 per
   process, NumPy with one BLAS thread per process, MPI (``mpiexec`` from the mpich wheel)
   — process counts 1, 2, 4, ... up to the number of cores;
 * ``--gpu``: the 4096 → 4096 → 4096 → 10 MLP, batch 256 per GPU, CuPy + NCCL, one
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-CPU_SIZES, CPU_BATCH = (784, 512, 512, 10), 64
+CPU_SIZES, CPU_BATCH = (784, 512, 512, 10), 256
 GPU_SIZES, GPU_BATCH = (4096, 4096, 4096, 10), 256
 LEARNING_RATE = 0.01
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

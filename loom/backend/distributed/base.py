@@ -66,7 +66,7 @@ REDUCE_OPS = ("sum", "mean", "max", "min")
 FAILED = "failed"
 CLOSED = "closed"
 
-_SPIN_SECONDS = 0.005  # busy-wait this long before sleeping between tests (latency of small collectives)
+_SPIN_SECONDS = 0.005  # test and yield this long before sleeping between tests (latency of small collectives)
 _MAX_SLEEP = 0.001
 _POLL_INTERVAL = 0.002  # seconds between control-plane polls while waiting
 _DEPARTURE_GRACE = 2.0  # a peer left: give its last in-flight data this long to arrive
@@ -468,6 +468,8 @@ class Communicator(ABC):
                 raise error
             if now - start > _SPIN_SECONDS:
                 time.sleep(pause)
+            else:  # let a peer that shares this core run (oversubscribed hosts); returns at once otherwise
+                _yield()
                 pause = min(pause * 2, _MAX_SLEEP)
 
     def _wait_quietly(self, test: Callable[[], bool]) -> bool:
@@ -597,6 +599,9 @@ class SingleProcessCommunicator(Communicator):
 
     def _start_scalar_reduce(self, values: np.ndarray, op: str) -> Pending:
         return Pending.done(values)
+
+
+_yield = getattr(os, "sched_yield", lambda: None)
 
 
 def _describe(error: BaseException) -> str:
