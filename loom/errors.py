@@ -9,8 +9,11 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ConfigError",
+    "DistributedError",
+    "DistributedTimeoutError",
     "LoomError",
     "ModelFormatError",
+    "RankFailedError",
     "ShapeError",
     "TrainingDivergedError",
 ]
@@ -43,3 +46,33 @@ class TrainingDivergedError(LoomError, FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch
+
+
+class DistributedError(LoomError, RuntimeError):
+    """A multi-process (MPI / NCCL) operation failed; ``rank`` is the process that raised it."""
+
+    def __init__(self, message: str, *, rank: int | None = None) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+
+class RankFailedError(DistributedError):
+    """Another rank raised (or exited) while this one was working with it.
+
+    ``failed_rank`` is that rank's number and ``remote_message`` its error text
+    (``"ValueError: ..."``), so every rank of a job reports the same cause.
+    """
+
+    def __init__(self, message: str, *, rank: int | None, failed_rank: int, remote_message: str) -> None:
+        super().__init__(message, rank=rank)
+        self.failed_rank = failed_rank
+        self.remote_message = remote_message
+
+
+class DistributedTimeoutError(DistributedError, TimeoutError):
+    """A collective operation did not complete within the communicator's timeout."""
+
+    def __init__(self, message: str, *, rank: int | None, operation: str, timeout: float) -> None:
+        super().__init__(message, rank=rank)
+        self.operation = operation
+        self.timeout = timeout
