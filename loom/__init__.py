@@ -11,10 +11,14 @@ Quick start::
 from loom import errors
 from loom._version import __version__
 from loom.backend import get_backend, set_backend, to_numpy, use_backend
-from loom.nn import (
+from loom.nn import (  # training workflows
+    Callback,
     DeviationMetrics,
+    EarlyStopping,
     GridPosition,
+    History,
     LayerConfig,
+    ModelCheckpoint,
     Network,
     TrainingBatch,
     TrainingConfig,
@@ -24,6 +28,7 @@ from loom.nn import (
     load_model,
     load_model_from_string,
     new_network,
+    plot_history,
 )
 from loom.nn.registry import (
     call_layer_init,
@@ -53,12 +58,16 @@ ListLayerInitFunctions = list_layer_init_functions
 __all__ = [
     "Activation",
     "CallLayerInit",
+    "Callback",
     "CreateNetworkFromJSON",
     "DeviationMetrics",
+    "EarlyStopping",
     "GridPosition",
+    "History",
     "LayerConfig",
     "ListLayerInitFunctions",
     "LoadModelFromString",
+    "ModelCheckpoint",
     "Network",
     "NewNetwork",
     "TrainingBatch",
@@ -87,6 +96,7 @@ __all__ = [
     "load_model",
     "load_model_from_string",
     "new_network",
+    "plot_history",
     "set_backend",
     "to_numpy",
     "use_backend",
