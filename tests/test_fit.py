@@ -8,7 +8,10 @@ points, Adam, lr 0.01, batch 32, 50 epochs) runs at full size: it takes a fracti
 
 from __future__ import annotations
 
+import io
+import re
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -260,6 +263,19 @@ def test_reporters_print_one_line_per_epoch_when_not_a_terminal(backend, capsys)
     assert lines[0].startswith("Epoch 1/3 - loss: ") and " - val_accuracy: " in lines[0] and lines[0].endswith("s")
     mlp(backend).fit(x, y, epochs=3, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+def test_a_terminal_gets_a_progress_bar_over_epochs(backend, monkeypatch, capsys):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    x, y = data(16)
+    mlp(backend).fit(x, y, epochs=3, batch_size=8)
+    assert re.search(r"training: 100%.*\| 3/3 .*loss: \d\.\d{4} - accuracy: ", err.getvalue())
+    assert capsys.readouterr().out == ""  # no epoch lines as well
 
 
 # ---------------------------------------------------------------------------------------------- plots

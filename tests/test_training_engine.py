@@ -157,6 +157,20 @@ def test_trained_parameters_are_independent_arrays(backend):
             assert not np.shares_memory(a, b)
 
 
+def test_train_shuffles_the_batch_order_per_epoch_with_a_seed(backend):
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal(3).astype(np.float32), rng.standard_normal(1).astype(np.float32)) for _ in range(5)]
+    runs = []
+    for config in ({"Shuffle": True, "Seed": 4}, {"shuffle": True, "seed": 4}, {"Shuffle": True, "Seed": 5}, {}):
+        runs.append(linear_net(backend).train(batches, {"Epochs": 3, "LearningRate": 0.01, **config}).loss_history)
+    assert runs[0] == runs[1] and runs[0] != runs[2] and runs[0] != runs[3]
+    # a shuffled epoch visits every batch once: with a zero learning rate the epoch mean is the same
+    still = [
+        linear_net(backend).train(batches, {"Epochs": 1, "LearningRate": 0.0, "Shuffle": s}) for s in (True, False)
+    ]
+    assert still[0].final_loss == pytest.approx(still[1].final_loss, rel=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------- hooks
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "layer"])
 def test_gradient_hooks_see_the_flat_gradient_before_the_step(fused, backend):

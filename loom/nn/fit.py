@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from loom.backend import to_numpy
+from loom.backend import backend_of, to_numpy
 from loom.errors import ConfigError, ShapeError
 from loom.nn.fused import fused_switch
 from loom.nn.lr_schedules import LearningRateSchedule
@@ -71,10 +71,12 @@ class Targets:
     mode: str | None
 
 
-def _host(data: Any, name: str) -> np.ndarray | None:
-    """``data`` as a NumPy array when it is not a backend array already (None: leave it)."""
-    if hasattr(data, "__cuda_array_interface__"):
+def _host(net: Any, data: Any, name: str) -> np.ndarray | None:
+    """``data`` as a NumPy array, unless it already is an array of the network's backend (then ``None``)."""
+    if hasattr(data, "shape") and backend_of(data) is net.array_backend:
         return None
+    if hasattr(data, "shape"):
+        data = to_numpy(data)  # an array of another backend
     try:
         return np.asarray(data)
     except ValueError as exc:
@@ -83,7 +85,7 @@ def _host(data: Any, name: str) -> np.ndarray | None:
 
 def prepare_samples(net: Any, x: Any, name: str = "x") -> Any:
     """``x`` as a finite float ``[N, features]`` array of the network's backend (``ShapeError`` otherwise)."""
-    host = _host(x, name)
+    host = _host(net, x, name)
     if host is not None:
         if host.dtype.kind not in "biuf":
             raise ShapeError(f"{name}: expected numbers, got an array of {host.dtype}")
@@ -115,7 +117,7 @@ def output_size(net: Any, features: int) -> int:
 def prepare_targets(net: Any, y: Any, samples: int, outputs: int, name: str = "y") -> Targets:
     """Targets for ``samples`` rows of a network with ``outputs`` outputs (see the module docstring)."""
     backend = net.array_backend
-    host = _host(y, name)
+    host = _host(net, y, name)
     array = host if host is not None else y
     if host is not None and host.dtype.kind not in "biuf":
         raise ShapeError(f"{name}: expected numbers, got an array of {host.dtype}")

@@ -51,7 +51,7 @@ def fused_switch(requested: bool) -> bool:
         warnings.warn(
             "loom.nn.fused.ENABLED is deprecated; use TrainingConfig(fused=False) or fit(..., fused=False)",
             DeprecationWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of Network.train / Network.fit
         )
         return False
     return requested

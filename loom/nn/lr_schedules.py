@@ -104,6 +104,8 @@ class LearningRateSchedule:
     def __call__(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""
         lr, warm = self.learning_rate, self.warmup_epochs
+        if warm == 0 and self.name != "step" and self.name != "cosine":
+            return lr
         if epoch < warm:
             return lr * (epoch + 1) / (warm + 1)
         e = epoch - warm

@@ -131,6 +131,11 @@ class TrainingConfig:
             raise ConfigError(f"progress_bar: expected true, false or null, got {self.progress_bar!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ConfigError(f"seed: expected an integer or null, got {self.seed!r}")
+        if not isinstance(self.optimizer, str):
+            raise ConfigError(
+                f"optimizer: expected a name (sgd, adam, adamw, rmsprop), got {type(self.optimizer).__name__}; "
+                "optimizer objects go to fit(optimizer=...)"
+            )
         self.make_optimizer()  # checks the optimizer, its options and the schedule
         self.make_schedule()
 
@@ -264,6 +269,15 @@ def _use_requested_backend(net: Any, cfg: TrainingConfig, config: Any) -> None:
         net.to_backend("numpy")
 
 
+class _EpochClock(Callback):
+    """When the epoch started (for the verbose epoch line)."""
+
+    start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.start = time.perf_counter()
+
+
 class _LoomEpochEnd(Callback):
     """LOOM's end of an epoch: loss history, best loss, verbose text, gradient statistics, validation."""
 
@@ -272,10 +286,7 @@ class _LoomEpochEnd(Callback):
     ) -> None:
         self.cfg, self.result, self.reporter, self.stepper = cfg, result, reporter, stepper
         self.samples = 0
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
+        self.clock = _EpochClock()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         cfg, result, reporter = self.cfg, self.result, self.reporter
@@ -283,7 +294,7 @@ class _LoomEpochEnd(Callback):
         result.loss_history.append(average)
         result.best_loss = min(result.best_loss, average)
         if reporter is not None:
-            reporter.epoch(epoch, average, result.best_loss, time.perf_counter() - self._start, self.samples)
+            reporter.epoch(epoch, average, result.best_loss, time.perf_counter() - self.clock.start, self.samples)
             if (epoch + 1) % 5 == 0:
                 self.stepper.export_gradients()
                 reporter.gradient_statistics(self.model)
@@ -372,7 +383,7 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
         )
         epoch_end = _LoomEpochEnd(cfg, result, reporter, stepper)
         epoch_end.samples = samples_per_epoch
-        callbacks: list[Callback] = [epoch_end]
+        callbacks: list[Callback] = [epoch_end.clock, epoch_end] if reporter is not None else [epoch_end]
         if cfg.print_every_batch > 0 or (reporter is not None and cfg.verbose):
             callbacks.append(
                 _LoomBatchLines(

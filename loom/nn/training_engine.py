@@ -29,8 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,9 +77,10 @@ class LossFunction:
 
     def bind(self, xp: Any, batch: int) -> Callable[[Any, Any], tuple[float, Any]]:
         """``fn(y, t) -> (loss, dloss/dy)`` for flat arrays of ``batch`` samples."""
+        name = self.name
         if self.reduction == "loom":
-            return partial(loss_and_grad, self.name, xp=xp)
-        return partial(batch_loss_and_grad, self.name, batch=batch, xp=xp)
+            return lambda y, t: loss_and_grad(name, y, t, xp)  # positional: cheaper than a partial with keywords
+        return lambda y, t: batch_loss_and_grad(name, y, t, batch, xp)
 
 
 class Stepper:
@@ -157,10 +157,9 @@ class Stepper:
                 self.grad_scale = scale
             if guard:
                 copyto(backup, params)
-                self._snapshot_taken = True
             update(lr, scale)
 
-        self._snapshot_taken = False
+        self._first_step = self.optimizer.step_count  # restore_last_finite: did an update happen since?
         self._backup = backup
         self.grad_scale: Any = 1.0
         return finish
@@ -205,7 +204,7 @@ class Stepper:
 
     def restore_last_finite(self) -> bool:
         """Put back the parameters of the last step whose loss was finite; False when no step updated yet."""
-        if not self._snapshot_taken:
+        if self._backup is None or self.optimizer.step_count == self._first_step:
             return False
         self.flat.raw.copyto(self.flat.params, self._backup)
         return True
@@ -252,7 +251,7 @@ def _overrides(callback: Callback, name: str) -> bool:
     return getattr(type(callback), name) is not getattr(Callback, name)
 
 
-@dataclass
+@dataclass(slots=True)
 class EpochStats:
     """What one epoch's steps add up to."""
 
@@ -263,7 +262,6 @@ class EpochStats:
     batches: int = 0
     samples: int = 0
     hits: Any = 0  # correct predictions (a device scalar until the epoch ends)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_epochs(
