@@ -29,9 +29,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = [
     "INFO_SECTIONS",
@@ -61,7 +64,7 @@ def _backend(gpu: bool) -> str:
 
 def _load_network_config(path: str, seed: int | None, backend: str) -> Any:
     import loom
-    from loom.errors import ConfigError
+    from loom.errors import ConfigError, ModelFormatError
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -69,8 +72,8 @@ def _load_network_config(path: str, seed: int | None, backend: str) -> Any:
         raise ConfigError(f"{path}: cannot read the network config ({getattr(exc, 'strerror', None) or exc})") from exc
     try:
         return loom.create_network_from_json(text, backend=backend, seed=seed)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    except (ConfigError, ModelFormatError) as exc:  # a saved bundle continues training
+        raise type(exc)(f"{path}: {exc}") from exc
 
 
 def _load_model(path: str, model_id: str | None, backend: str) -> Any:
@@ -83,25 +86,25 @@ def _shows_bar(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def _input_size(net: Any) -> int | None:
+def _input_size(net: Network) -> int | None:
     from loom.nn.summary import input_features
 
     return input_features(net)
 
 
-def _read(net: Any, path: str, targets: list[str] | None, require_targets: bool = True) -> Any:
+def _read(net: Network, path: str, targets: list[str] | None, require_targets: bool = True) -> Any:
     from loom.nn.data_files import read_data
 
     return read_data(path, targets=targets, features=_input_size(net), require_targets=require_targets)
 
 
-def _outputs(net: Any, features: int) -> int:
+def _outputs(net: Network, features: int) -> int:
     from loom.nn.fit import output_size
 
     return output_size(net, features)
 
 
-def _predict(net: Any, x: np.ndarray, batch_size: int, show_bar: bool) -> np.ndarray:
+def _predict(net: Network, x: np.ndarray, batch_size: int, show_bar: bool) -> np.ndarray:
     """Outputs ``[N, outputs]`` on the host, ``batch_size`` rows per forward (a tqdm bar when long)."""
     from loom.backend import to_numpy
 
@@ -275,7 +278,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _loss_name(net: Any, y: np.ndarray, outputs: int) -> str:
+def _loss_name(net: Network, y: np.ndarray, outputs: int) -> str:
     from loom.nn.fit import default_loss, prepare_targets
 
     return default_loss(net, prepare_targets(net, y, y.shape[0], outputs))

@@ -28,7 +28,7 @@ import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from loom.nn.training_callbacks import History
 from loom.nn.training_engine import Callback, EpochStats, GradientHook, LossFunction, Stepper, run_epochs
 from loom.nn.training_reporters import ProgressBar, fit_reporters
 from loom.ops.losses import FIT_LOSS_TYPES, batch_loss_and_grad, normalize_loss_type
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = ["Targets", "evaluate_arrays", "fit_network", "predict_arrays", "prepare_targets"]
 
@@ -71,7 +74,7 @@ class Targets:
     mode: str | None
 
 
-def _host(net: Any, data: Any, name: str) -> np.ndarray | None:
+def _host(net: Network, data: Any, name: str) -> np.ndarray | None:
     """``data`` as a NumPy array, unless it already is an array of the network's backend (then ``None``)."""
     if hasattr(data, "shape") and backend_of(data) is net.array_backend:
         return None
@@ -83,7 +86,7 @@ def _host(net: Any, data: Any, name: str) -> np.ndarray | None:
         raise ShapeError(f"{name}: expected a rectangular array of numbers ({exc})") from exc
 
 
-def prepare_samples(net: Any, x: Any, name: str = "x") -> Any:
+def prepare_samples(net: Network, x: Any, name: str = "x") -> Any:
     """``x`` as a finite float ``[N, features]`` array of the network's backend (``ShapeError`` otherwise)."""
     host = _host(net, x, name)
     if host is not None:
@@ -105,7 +108,7 @@ def prepare_samples(net: Any, x: Any, name: str = "x") -> Any:
     return array
 
 
-def output_size(net: Any, features: int) -> int:
+def output_size(net: Network, features: int) -> int:
     """Outputs per sample for inputs of ``features`` values: from the configs, else one forward of zeros."""
     known = output_features(net, features)
     if known:
@@ -114,7 +117,7 @@ def output_size(net: Any, features: int) -> int:
         return int(net.forward_tape(net.array_backend.zeros(features), 1).shape[0])
 
 
-def prepare_targets(net: Any, y: Any, samples: int, outputs: int, name: str = "y") -> Targets:
+def prepare_targets(net: Network, y: Any, samples: int, outputs: int, name: str = "y") -> Targets:
     """Targets for ``samples`` rows of a network with ``outputs`` outputs (see the module docstring)."""
     backend = net.array_backend
     host = _host(net, y, name)
@@ -161,7 +164,7 @@ def prepare_targets(net: Any, y: Any, samples: int, outputs: int, name: str = "y
     return Targets(values, None, None)
 
 
-def default_loss(net: Any, targets: Targets) -> str:
+def default_loss(net: Network, targets: Targets) -> str:
     """``"cross_entropy"`` for class targets of a softmax output layer, else ``"mse"``."""
     if targets.mode == "labels" and net.layers and net.layers[-1].type == "softmax":
         return "cross_entropy"
@@ -176,7 +179,7 @@ def _hits_function(xp: Any, mode: str | None, outputs: int) -> Any:
     return None
 
 
-def predict_arrays(net: Any, x: Any, batch_size: int | None = None) -> Any:
+def predict_arrays(net: Network, x: Any, batch_size: int | None = None) -> Any:
     """The network's outputs ``[N, outputs]`` for samples ``x [N, features]`` (backend array).
 
     Runs ``batch_size`` rows per forward call (default 256) and leaves the recorded tape alone.
@@ -192,7 +195,7 @@ def predict_arrays(net: Any, x: Any, batch_size: int | None = None) -> Any:
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
 
 
-def _metrics(net: Any, samples: Any, targets: Targets, loss: LossFunction, batch_size: int) -> dict[str, float]:
+def _metrics(net: Network, samples: Any, targets: Targets, loss: LossFunction, batch_size: int) -> dict[str, float]:
     """Batch-mean loss and accuracy of ``samples`` against ``targets`` (weights unchanged)."""
     backend = net.array_backend
     xp = backend.xp
@@ -217,7 +220,7 @@ def _metrics(net: Any, samples: Any, targets: Targets, loss: LossFunction, batch
 
 
 def evaluate_arrays(
-    net: Any, x: Any, y: Any, *, batch_size: int | None = None, loss: str | None = None
+    net: Network, x: Any, y: Any, *, batch_size: int | None = None, loss: str | None = None
 ) -> dict[str, float]:
     """``{"loss": ..., "accuracy": ...}`` of ``net`` on ``x``, ``y`` with ``fit``'s conventions.
 
@@ -237,7 +240,7 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def _split(
-    net: Any, samples: Any, targets: Targets, validation_data: Any, validation_split: float
+    net: Network, samples: Any, targets: Targets, validation_data: Any, validation_split: float
 ) -> tuple[Any, Targets, Any, Targets | None]:
     """Training part and validation part (Keras: ``validation_data`` wins; a split takes the last rows)."""
     if validation_data is not None:
@@ -272,7 +275,7 @@ def _split(
 
 
 def fit_network(
-    net: Any,
+    net: Network,
     x: Any,
     y: Any,
     *,

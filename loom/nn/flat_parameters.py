@@ -22,11 +22,14 @@ change: see :meth:`loom.nn.network.Network.training_parameters`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loom.nn.layer_config import LayerConfig
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = ["BLOCK_PARAMS", "FlatParameters", "ParameterView", "StageBlock", "affine_columns"]
 
@@ -115,7 +118,7 @@ class FlatParameters:
         Storage for engine objects that depend on this layout (compiled steps).
     """
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Network) -> None:
         backend = net.array_backend
         self.backend, self.xp, self.raw = backend, backend.xp, backend.raw
         self.signature = layout_signature(net)
@@ -194,7 +197,7 @@ class FlatParameters:
         """Number of scalars in the buffer."""
         return int(self.params.shape[0])
 
-    def matches(self, net: Any) -> bool:
+    def matches(self, net: Network) -> bool:
         """True while ``net`` has the layers, configs and parameter shapes this layout was built for."""
         return net.array_backend is self.backend and layout_signature(net) == self.signature
 
@@ -239,7 +242,7 @@ class FlatParameters:
             view.layer.grads[view.name] = view.grad * scale
 
 
-def layout_signature(net: Any) -> tuple[Any, ...]:
+def layout_signature(net: Network) -> tuple[Any, ...]:
     """What a layout depends on: the layer objects, their configs and every parameter's name, shape and dtype."""
     layers = list(net.iter_all_layers())
     return (

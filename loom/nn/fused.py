@@ -29,12 +29,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.nn.fused_codegen import compile_step
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import kind_for
 from loom.nn.layers.parallel import COMBINE_MODES
+
+if TYPE_CHECKING:
+    from loom.nn.flat_parameters import FlatParameters
+    from loom.nn.network import Network
 
 __all__ = ["ENABLED", "FusedTrainer", "fused_eligible", "fused_step_source", "fused_switch"]
 
@@ -57,7 +61,7 @@ def fused_switch(requested: bool) -> bool:
     return requested
 
 
-def fused_eligible(net: Any) -> bool:
+def fused_eligible(net: Network) -> bool:
     """True when ``net`` can train through the fused step (parameters, no residual stream, known merges)."""
     if not net.layers:
         return False
@@ -83,7 +87,7 @@ class FusedTrainer:
         The network's attached flat buffers.
     """
 
-    def __init__(self, net: Any, flat: Any) -> None:
+    def __init__(self, net: Network, flat: FlatParameters) -> None:
         self.flat = flat
         self.xp, self.raw = flat.xp, flat.raw
         self.layers: list[LayerConfig] = list(net.layers)
@@ -91,7 +95,7 @@ class FusedTrainer:
         self.steps: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
-    def for_parameters(cls, net: Any, flat: Any) -> FusedTrainer:
+    def for_parameters(cls, net: Network, flat: FlatParameters) -> FusedTrainer:
         """The trainer cached on ``flat`` (made on first use); its random generator follows ``net.rng``."""
         trainer = flat.caches.get("fused")
         if trainer is None:
@@ -128,7 +132,7 @@ class FusedTrainer:
         return value, y
 
 
-def fused_step_source(net: Any, batch_size: int | None = None, loss: str = "mse", *, halt: bool = True) -> str:
+def fused_step_source(net: Network, batch_size: int | None = None, loss: str = "mse", *, halt: bool = True) -> str:
     """The Python source of ``net``'s fused training step (for reading and debugging).
 
     Parameters

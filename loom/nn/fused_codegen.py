@@ -34,7 +34,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import ShapeError
 from loom.nn.flat_parameters import ParameterView, StageBlock, affine_columns
@@ -44,6 +44,9 @@ from loom.nn.layers.parallel import ParallelKind, checked_merge_functions
 from loom.ops.activations import activation_kernels
 from loom.ops.recurrent import lstm_cell, lstm_cell_backward, lstm_gate_constants, rnn_step, rnn_step_backward
 from loom.ops.scalars import constant
+
+if TYPE_CHECKING:
+    from loom.nn.fused import FusedTrainer
 
 __all__ = ["affine_columns", "compile_step"]
 
@@ -392,14 +395,14 @@ class _Stage:
 class _GraphContext:
     """What building the stages of one batch size needs from the trainer."""
 
-    def __init__(self, trainer: Any, batch: int) -> None:
+    def __init__(self, trainer: FusedTrainer, batch: int) -> None:
         self.batch, self.xp, self.raw, self.ctx = batch, trainer.xp, trainer.raw, trainer.ctx
         self.affine_position = trainer.flat.affine_position
         self.kind_views = trainer.flat.kind_views
 
 
 def compile_step(
-    trainer: Any,
+    trainer: FusedTrainer,
     batch: int,
     loss_fn: Callable[[Any, Any], tuple[float, Any]],
     halt: bool,

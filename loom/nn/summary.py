@@ -17,12 +17,15 @@ Total params: 13
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import LoomError
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import kind_for
 from loom.ops.activations import activation_name
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = ["input_features", "layer_sizes", "output_features", "summary_rows", "summary_text"]
 
@@ -52,7 +55,7 @@ def _own_input(cfg: LayerConfig) -> int | None:
 _LENGTH_PRESERVING = ("layer_norm", "rms_norm", "swiglu", "softmax", "residual")
 
 
-def _network_input(net: Any) -> int | None:
+def _network_input(net: Network) -> int | None:
     """Per-sample input size: ``net.input_size``, else the first layer that states a whole-sample size.
 
     Leading length-preserving layers pass the input through unchanged, so an RMSNorm of rows of 8
@@ -80,7 +83,7 @@ def _output(cfg: LayerConfig, n_in: int | None) -> int | None:
         return None
 
 
-def layer_sizes(net: Any, in_features: int | None = None) -> list[tuple[int | None, int | None]]:
+def layer_sizes(net: Network, in_features: int | None = None) -> list[tuple[int | None, int | None]]:
     """``(input, output)`` values per sample of every top-level layer (``None``: unknown).
 
     Parameters
@@ -97,12 +100,12 @@ def layer_sizes(net: Any, in_features: int | None = None) -> list[tuple[int | No
     return sizes
 
 
-def input_features(net: Any) -> int | None:
+def input_features(net: Network) -> int | None:
     """Features of one input sample, when the configs tell (``None`` otherwise)."""
     return layer_sizes(net)[0][0] if net.layers else None
 
 
-def output_features(net: Any, in_features: int | None = None) -> int | None:
+def output_features(net: Network, in_features: int | None = None) -> int | None:
     """Outputs per sample, when the configs tell (``None`` otherwise)."""
     return layer_sizes(net, in_features)[-1][1] if net.layers else None
 
@@ -131,7 +134,7 @@ def _size_text(n_in: int | None, n_out: int | None) -> str:
     return f"{'?' if n_in is None else n_in} → {'?' if n_out is None else n_out}"
 
 
-def summary_rows(net: Any) -> list[dict[str, Any]]:
+def summary_rows(net: Network) -> list[dict[str, Any]]:
     """One dict per layer and branch (``index``, ``position``, ``type``, ``activation``, ``sizes``, ``params``)."""
     rows: list[dict[str, Any]] = []
     cells = net.grid_cols * net.layers_per_cell
@@ -169,7 +172,7 @@ def summary_rows(net: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def summary_text(net: Any, title: str | None = None) -> str:
+def summary_text(net: Network, title: str | None = None) -> str:
     """The summary table as text (what :meth:`~loom.nn.network.Network.summary` prints)."""
     rows = summary_rows(net)
     header = {

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from loom.nn.optimizers import OPTIMIZER_OPTIONS, Optimizer, make_optimizer
 from loom.nn.training_engine import Callback, EpochStats, LossFunction, Stepper, run_epochs
 from loom.nn.training_reporters import LoomVerboseReporter, ProgressBar, go_duration
 from loom.ops.losses import normalize_loss_type
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = ["TrainingBatch", "TrainingConfig", "TrainingResult", "go_duration", "train_network"]
 
@@ -244,7 +247,7 @@ def _coerce_config(config: Any) -> TrainingConfig:
     raise ConfigError(f"config: expected a TrainingConfig or a dict, got {type(config).__name__}")
 
 
-def _prepare_batches(net: Any, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
+def _prepare_batches(net: Network, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
     prepared = []
     for i, item in enumerate(batches):
         batch = TrainingBatch.coerce(item, i)
@@ -256,7 +259,7 @@ def _prepare_batches(net: Any, batches: Iterable[Any]) -> list[tuple[Any, Any, i
     return prepared
 
 
-def _use_requested_backend(net: Any, cfg: TrainingConfig, config: Any) -> None:
+def _use_requested_backend(net: Network, cfg: TrainingConfig, config: Any) -> None:
     """Move ``net`` to CuPy for ``use_gpu``, back to NumPy when a dict says ``UseGPU: false``."""
     if cfg.use_gpu and net.backend != "cupy":
         net.to_backend(resolve_backend("cupy"))
@@ -322,7 +325,7 @@ class _LoomBatchLines(Callback):
             self.reporter.batch(logs["epoch"], batch, self.batches, logs["loss"])
 
 
-def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> TrainingResult:
+def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> TrainingResult:
     """Train ``net`` with LOOM's loop.
 
     Parameters

@@ -30,13 +30,18 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loom.errors import TrainingDivergedError
 from loom.nn.fused import FusedTrainer, fused_eligible
 from loom.ops.losses import batch_loss_and_grad, loss_and_grad
+
+if TYPE_CHECKING:
+    from loom.nn.flat_parameters import FlatParameters
+    from loom.nn.network import Network
+    from loom.nn.optimizers import Optimizer
 
 __all__ = [
     "Callback",
@@ -106,10 +111,10 @@ class Stepper:
 
     def __init__(
         self,
-        net: Any,
-        flat: Any,
+        net: Network,
+        flat: FlatParameters,
         loss: LossFunction,
-        optimizer: Any,
+        optimizer: Optimizer,
         *,
         gradient_clip: float = 0.0,
         fused: bool = True,
@@ -225,9 +230,9 @@ class Callback:
     ``val_accuracy``) and ``learning_rate``.
     """
 
-    model: Any = None
+    model: Network | None = None
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: Network) -> None:
         """Called by the loop before training starts."""
         self.model = model
 
@@ -265,7 +270,7 @@ class EpochStats:
 
 
 def run_epochs(
-    net: Any,
+    net: Network,
     stepper: Stepper,
     *,
     epochs: int,
@@ -310,7 +315,7 @@ def run_epochs(
 
 
 def _epochs(
-    net: Any,
+    net: Network,
     stepper: Stepper,
     epochs: int,
     epoch_batches: Callable[[int], Iterable[Batch]],

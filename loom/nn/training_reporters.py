@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from loom.backend import to_numpy
 from loom.nn.training_engine import Callback
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = ["EpochLogger", "LoomVerboseReporter", "ProgressBar", "fit_reporters", "format_logs", "go_duration"]
 
@@ -70,7 +73,7 @@ class LoomVerboseReporter:
             f"Throughput: {samples / max(elapsed, 1e-12):.0f} samples/sec\n"
         )
 
-    def gradient_statistics(self, net: Any) -> None:
+    def gradient_statistics(self, net: Network) -> None:
         """LOOM's "Gradient Statistics" block (kernel = every non-bias gradient of a layer)."""
         kernel: list[tuple[int, list[Any]]] = []
         bias_layers = 0
