@@ -17,7 +17,7 @@ PyTorch is optional (its rows print "skipped" without it).
 
 Run::
 
-    python bench/bench_fit.py [--repeats 3] [--epochs 10] [--samples 10000]
+    python bench/bench_fit.py [--repeats 3] [--epochs 10] [--samples 10000] [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -112,11 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args(argv)
     try:
         import torch
     except ImportError:
         torch = None
+    if torch is not None and args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     x, y = make_moons(args.samples, noise=0.1, seed=0)
     print(
         f"loom {loom.__version__} ({args.backend}), numpy {np.__version__}, "

@@ -291,7 +291,8 @@ def run_epochs(
     callbacks : sequence of Callback
         Hooks, in order; batch hooks are called only for callbacks that define one.
     summarize : callable
-        ``summarize(stats) -> logs`` at the end of each epoch (before the callbacks see them).
+        ``summarize(stats) -> logs`` at the end of each epoch (before the callbacks see them);
+        ``stats`` is refilled by the next epoch.
     hits : callable, optional
         ``hits(output, extra)``: correct predictions of a batch, summed into ``stats.hits``.
 
@@ -329,11 +330,12 @@ def _epochs(
     logs: dict[str, Any] = {}
     step, guard, isfinite = stepper.step, stepper.guard, math.isfinite
     last_finite: float | None = None
+    stats = EpochStats(0, 0.0)  # one object, refilled every epoch
     for epoch in range(epochs):
         lr = learning_rate(epoch)
         for cb in begin_callbacks:
             cb.on_epoch_begin(epoch, {"learning_rate": lr})
-        stats = EpochStats(epoch, lr)
+        stats.epoch, stats.learning_rate, stats.hits = epoch, lr, 0
         loss_sum = weighted = 0.0
         samples = 0
         b = -1
