@@ -11,10 +11,14 @@ Quick start::
 from loom import errors
 from loom._version import __version__
 from loom.backend import get_backend, set_backend, to_numpy, use_backend
-from loom.nn import (
+from loom.nn import (  # training workflows
+    Callback,
     DeviationMetrics,
+    EarlyStopping,
     GridPosition,
+    History,
     LayerConfig,
+    ModelCheckpoint,
     Network,
     TrainingBatch,
     TrainingConfig,
@@ -24,6 +28,7 @@ from loom.nn import (
     load_model,
     load_model_from_string,
     new_network,
+    plot_history,
 )
 from loom.nn.registry import (
     call_layer_init,
@@ -122,13 +127,16 @@ def __dir__() -> list[str]:
 __all__ = [
     "Activation",
     "CallLayerInit",
+    "Callback",
     "CreateNetworkFromJSON",
     "DecodeTokens",
     "DeviationMetrics",
+    "EarlyStopping",
     "EncodeText",
     "GenerateNextToken",
     "GenerateText",
     "GridPosition",
+    "History",
     "InitConv2DLayer",
     "InitDenseLayer",
     "InitEntmaxLayer",
@@ -152,6 +160,7 @@ __all__ = [
     "LoadModelFromString",
     "LoadTokenizerFromBytes",
     "LoadTransformerFromBytes",
+    "ModelCheckpoint",
     "Network",
     "NewNetwork",
     "TrainingBatch",
@@ -191,6 +200,7 @@ __all__ = [
     "load_model",
     "load_model_from_string",
     "new_network",
+    "plot_history",
     "set_backend",
     "to_numpy",
     "use_backend",

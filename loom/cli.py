@@ -9,6 +9,8 @@ Sub-commands:
   on a grid, a Dense decision layer), with evaluation and a save/load round trip;
 * ``loom generate`` – text generation with a language model (from
   :mod:`loom.llm.cli`, imported lazily so the other commands work without it);
+* ``loom train`` / ``eval`` / ``predict`` / ``info`` / ``dataset`` – training workflows on data
+  files and saved models (from :mod:`loom.nn.cli`);
 * ``loom version``.
 
 Errors raised by loom (:class:`loom.errors.LoomError`) are printed as one line
@@ -374,6 +376,7 @@ def _add_generate(subparsers: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``loom`` argument parser with all sub-commands."""
     import loom
+    from loom.nn.cli import add_training_parsers
 
     parser = argparse.ArgumentParser(
         prog="loom",
@@ -407,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=run_demo)
 
     _add_generate(subparsers)
+    add_training_parsers(subparsers)  # train, eval, predict, info, dataset (loom/nn/cli.py)
 
     version = subparsers.add_parser("version", help="print the version of loom and its array libraries")
     version.set_defaults(func=run_version)

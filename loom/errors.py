@@ -9,9 +9,11 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "ConfigError",
+    "DataFormatError",
     "DistributedError",
     "DistributedTimeoutError",
     "LoomError",
+    "MissingDependencyError",
     "ModelFormatError",
     "RankFailedError",
     "ShapeError",
@@ -40,12 +42,17 @@ class BackendUnavailableError(LoomError, RuntimeError):
 
 
 class TrainingDivergedError(LoomError, FloatingPointError):
-    """Training produced a non-finite loss; the message names the epoch and batch."""
+    """Training produced a non-finite loss; the message names the epoch and batch.
 
-    def __init__(self, message: str, *, epoch: int, batch: int) -> None:
+    Attributes: ``epoch`` and ``batch`` (1-based), ``last_finite_loss`` (``None`` when the
+    first step diverged). The network keeps the weights of its last finite step.
+    """
+
+    def __init__(self, message: str, *, epoch: int, batch: int, last_finite_loss: float | None = None) -> None:
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch
+        self.last_finite_loss = last_finite_loss
 
 
 class DistributedError(LoomError, RuntimeError):
@@ -76,3 +83,11 @@ class DistributedTimeoutError(DistributedError, TimeoutError):
         super().__init__(message, rank=rank)
         self.operation = operation
         self.timeout = timeout
+
+
+class DataFormatError(LoomError, ValueError):
+    """A data file (CSV, .npz, LOOM batch JSON) is unreadable or holds the wrong values; names file and column."""
+
+
+class MissingDependencyError(LoomError, ImportError):
+    """An optional dependency (an extra such as ``plot``) is not installed; the message gives the pip command."""

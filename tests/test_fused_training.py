@@ -1,17 +1,19 @@
 """The fused training step (loom.nn.fused) against the layer-by-layer path it replaces.
 
 ``train`` compiles eligible networks into one generated step function; these tests
-train the same network both ways (``loom.nn.fused.ENABLED`` off for the reference)
+train the same network both ways (``TrainingConfig(fused=False)`` for the reference)
 and compare loss histories, weights and the gradients left in ``cfg.grads``, over
 Dense / RNN / LSTM leaves sharing a weight block, layers run through their kinds
 (Conv2D, MHA, softmax, multi-step and stateful recurrences), every combine mode,
-nesting and batch sizes 1 and 2.
+nesting and batch sizes 1 and 2. The generated source itself is checked against golden
+text for two small networks, and its lines show up in tracebacks.
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import traceback
 
 import numpy as np
 import pytest
@@ -117,13 +119,12 @@ def make_net(case: str, backend) -> tuple[loom.Network, list[tuple[np.ndarray, n
     return net, data
 
 
-def train_both(case: str, backend, monkeypatch, **config) -> tuple:
+def train_both(case: str, backend, **config) -> tuple:
     """Train copies of one network with the fused step and layer by layer; return both."""
     results = []
     for enabled in (True, False):
-        monkeypatch.setattr(fused, "ENABLED", enabled)
         net, data = make_net(case, backend)
-        result = net.train(data, {"Epochs": 6, "LearningRate": 0.05, "GradientClip": 1.0, **config})
+        result = net.train(data, {"Epochs": 6, "LearningRate": 0.05, "GradientClip": 1.0, "Fused": enabled, **config})
         results.append((net, result))
     return results
 
@@ -137,10 +138,9 @@ def params_of(net: loom.Network, attr: str = "params") -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_fused_step_trains_like_the_layer_by_layer_path(case, backend, monkeypatch):
-    (fast, fast_result), (slow, slow_result) = train_both(case, backend, monkeypatch)
-    monkeypatch.setattr(fused, "ENABLED", True)
-    assert fused.FusedTrainer.build(fast) is not None  # the case really ran compiled
+def test_fused_step_trains_like_the_layer_by_layer_path(case, backend):
+    (fast, fast_result), (slow, slow_result) = train_both(case, backend)
+    assert fused.fused_eligible(fast)  # the case really ran compiled
     np.testing.assert_allclose(fast_result.loss_history, slow_result.loss_history, rtol=1e-4, atol=1e-7)
     assert fast_result.loss_history[-1] < fast_result.loss_history[0]
     for a, b in zip(params_of(fast), params_of(slow), strict=True):
@@ -150,15 +150,14 @@ def test_fused_step_trains_like_the_layer_by_layer_path(case, backend, monkeypat
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
-def test_fused_training_without_clipping_and_with_cross_entropy(backend, monkeypatch):
+def test_fused_training_without_clipping_and_with_cross_entropy(backend):
     (_, fast_result), (_, slow_result) = train_both(
-        "concat_mixed_batch2", backend, monkeypatch, GradientClip=0.0, LossType="cross_entropy"
+        "concat_mixed_batch2", backend, GradientClip=0.0, LossType="cross_entropy"
     )
     np.testing.assert_allclose(fast_result.loss_history, slow_result.loss_history, rtol=1e-4)
 
 
-def test_fused_parameters_are_views_that_save_and_reload(backend, monkeypatch):
-    monkeypatch.setattr(fused, "ENABLED", True)
+def test_fused_training_saves_and_reloads_and_continues(backend):
     net, data = make_net("seed_demo", backend)
     net.train(data, {"Epochs": 2, "LearningRate": 0.1})
     again = loom.load_model_from_string(net.save_model_to_string("m"), "m", backend=backend)
@@ -169,44 +168,30 @@ def test_fused_parameters_are_views_that_save_and_reload(backend, monkeypatch):
     assert before == pytest.approx(net.train(data, {"Epochs": 1, "LearningRate": 0.0}).loss_history[0], rel=0.05)
 
 
-def test_divergence_stops_before_the_update_as_layer_by_layer(backend, monkeypatch):
+def test_divergence_stops_before_the_update_as_layer_by_layer(backend):
     weights = []
     for enabled in (True, False):
-        monkeypatch.setattr(fused, "ENABLED", enabled)
         net, data = make_net("seed_demo", backend)
-        bad = [(np.full_like(x, np.nan), t) for x, t in data]
+        net.layers[0].params["kernel"][...] = 3e38  # finite weights whose products overflow
         with pytest.raises(TrainingDivergedError, match="epoch 1, batch 1"):
-            net.train(bad, {"Epochs": 2, "LearningRate": 0.1})
+            net.train(data, {"Epochs": 2, "LearningRate": 0.1, "Fused": enabled})
         weights.append(params_of(net))
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_wrong_input_length_raises_the_layer_error(backend, monkeypatch):
+def test_wrong_input_length_raises_the_layer_error(backend):
     messages = []
     for enabled in (True, False):
-        monkeypatch.setattr(fused, "ENABLED", enabled)
         net, data = make_net("seed_demo", backend)
         with pytest.raises(ShapeError) as info:
-            net.train([(np.zeros(7, np.float32), data[0][1])], {"Epochs": 1})
+            net.train([(np.zeros(7, np.float32), data[0][1])], {"Epochs": 1, "Fused": enabled})
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert "layers[0]" in messages[0]
 
 
-def test_generated_step_is_straight_line_code(backend, monkeypatch):
-    monkeypatch.setattr(fused, "ENABLED", True)
-    net, data = make_net("seed_demo", backend)
-    trainer = fused.FusedTrainer.build(net)
-    x, t = net._as_input(data[0][0])[0], net._as_input(data[0][1])[0]
-    trainer.step(x, t, 1, "mse", 0.1, 1.0, True)
-    source = trainer.steps[(1, "mse")].source
-    assert "for " not in source  # no loops: one line per array call
-    # 3 block products, 3 weight-gradient products, 2 input gradients (none for the first layer), the norm
-    assert source.count(".dot(") == 9
-
-
-def test_batches_of_different_sizes_compile_one_step_each(backend, monkeypatch):
+def test_batches_of_different_sizes_compile_one_step_each(backend):
     """2-D inputs carry their own batch size: one compiled step per size, same training as layer by layer."""
     rng = np.random.default_rng(5)
     data = [
@@ -215,9 +200,8 @@ def test_batches_of_different_sizes_compile_one_step_each(backend, monkeypatch):
     ]
     histories = []
     for enabled in (True, False):
-        monkeypatch.setattr(fused, "ENABLED", enabled)
         net = loom.create_network_from_json(GRID_SCATTER_CONFIG, backend=backend, seed=0)
-        histories.append(net.train(data, {"Epochs": 3, "LearningRate": 0.1}).loss_history)
+        histories.append(net.train(data, {"Epochs": 3, "LearningRate": 0.1, "Fused": enabled}).loss_history)
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
 
 
@@ -260,7 +244,7 @@ def random_branch(rng: random.Random, n_in: int, depth: int) -> tuple[dict, int]
 
 
 @pytest.mark.parametrize("seed", range(0, 150, 10))
-def test_random_networks_train_like_the_layer_by_layer_path(seed, backend, monkeypatch):
+def test_random_networks_train_like_the_layer_by_layer_path(seed, backend):
     """Ten random networks per case: stacks of Dense / RNN / LSTM / softmax / nested Parallels, batch 1-3."""
     for case in range(seed, seed + 10):
         rng = random.Random(case)
@@ -279,9 +263,9 @@ def test_random_networks_train_like_the_layer_by_layer_path(seed, backend, monke
         ]
         runs = []
         for enabled in (True, False):
-            monkeypatch.setattr(fused, "ENABLED", enabled)
             net = loom.create_network_from_json(copy.deepcopy(config), backend=backend, seed=case)
-            history = net.train(data, {"Epochs": 4, "LearningRate": 0.05, "GradientClip": clip}).loss_history
+            settings = {"Epochs": 4, "LearningRate": 0.05, "GradientClip": clip, "Fused": enabled}
+            history = net.train(data, settings).loss_history
             runs.append((history, params_of(net)))
         (fast_history, fast_params), (slow_history, slow_params) = runs
         np.testing.assert_allclose(fast_history, slow_history, rtol=1e-4, atol=1e-6, err_msg=f"case {case}: {layers}")
@@ -289,40 +273,172 @@ def test_random_networks_train_like_the_layer_by_layer_path(seed, backend, monke
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=f"case {case}")
 
 
-def test_train_calls_reuse_the_compiled_step_until_something_changes(backend, monkeypatch):
-    monkeypatch.setattr(fused, "ENABLED", True)
+def compiled_trainer(net: loom.Network) -> fused.FusedTrainer:
+    """The fused trainer cached on the network's flat parameters (through the public engine API)."""
+    with net.training_parameters() as flat:
+        return fused.FusedTrainer.for_parameters(net, flat)
+
+
+def test_train_calls_reuse_the_compiled_step_until_something_changes(backend):
     epoch = {"Epochs": 1, "LearningRate": 0.1, "GradientClip": 1.0}
     net, data = make_net("seed_demo", backend)
     whole, _ = make_net("seed_demo", backend)
     one_call = whole.train(data, {**epoch, "Epochs": 5}).loss_history
     per_epoch = [net.train(data, epoch).loss_history[0] for _ in range(5)]
     np.testing.assert_allclose(per_epoch, one_call, rtol=1e-6)
-    trainer = net._fused_trainer
+    trainer = compiled_trainer(net)
+    assert trainer.steps  # compiled by the calls above
     net.train(data, epoch)
-    assert net._fused_trainer is trainer  # nothing changed: no new layout, no new compilation
-    net.layers[2].activation = loom.Activation.TANH  # a config change compiles again ...
+    assert compiled_trainer(net) is trainer  # nothing changed: no new layout, no new compilation
+    net.layers[0].params["kernel"] = net.layers[0].params["kernel"] * 1  # a replaced array is copied in ...
     net.train(data, epoch)
-    assert net._fused_trainer is not trainer
-    trainer = net._fused_trainer
-    kernel = net.layers[0].params["kernel"]
-    net.layers[0].params["kernel"] = kernel * 1  # ... and so does a replaced parameter array
+    assert compiled_trainer(net) is trainer
+    net.layers[2].activation = loom.Activation.TANH  # ... a config change compiles again
     net.train(data, epoch)
-    assert net._fused_trainer is not trainer
+    assert compiled_trainer(net) is not trainer
     # the recompiled step trains the changed network as the layer-by-layer path does
     twin = loom.load_model_from_string(net.save_model_to_string("m"), "m", backend=backend)
     fast = net.train(data, epoch).loss_history
-    monkeypatch.setattr(fused, "ENABLED", False)
-    np.testing.assert_allclose(fast, twin.train(data, epoch).loss_history, rtol=1e-5)
+    np.testing.assert_allclose(fast, twin.train(data, {**epoch, "Fused": False}).loss_history, rtol=1e-5)
 
 
-def test_a_deep_copy_of_a_trained_network_trains_on_its_own(backend, monkeypatch):
-    monkeypatch.setattr(fused, "ENABLED", True)
+def test_parameters_changed_between_calls_are_trained_from_their_new_values(backend):
+    net, data = make_net("seed_demo", backend)
+    net.train(data, {"Epochs": 2, "LearningRate": 0.1})
+    kernel = net.layers[0].params["kernel"]
+    kernel[...] = 0.5  # in place, between two train calls
+    net.layers[2].params["biases"] = net.layers[2].params["biases"] + 1.0  # replaced
+    twin = loom.load_model_from_string(net.save_model_to_string("m"), "m", backend=backend)
+    got = net.train(data, {"Epochs": 2, "LearningRate": 0.1}).loss_history
+    want = twin.train(data, {"Epochs": 2, "LearningRate": 0.1}).loss_history
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_deep_copy_of_a_trained_network_trains_on_its_own(backend):
     net, data = make_net("seed_demo", backend)
     net.train(data, {"Epochs": 2, "LearningRate": 0.1})
     before = params_of(net)
     twin = copy.deepcopy(net)
-    assert getattr(twin, "_fused_trainer", None) is None  # the compiled step stays with the original
+    assert compiled_trainer(twin) is not compiled_trainer(net)  # the compiled step stays with the original
     twin.train(data, {"Epochs": 3, "LearningRate": 0.1})
     for a, b in zip(before, params_of(net), strict=True):
         np.testing.assert_array_equal(a, b)  # training the copy left the original alone
     assert any(not np.array_equal(a, b) for a, b in zip(before, params_of(twin), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------- the switch
+def test_fused_switch_is_a_config_field_and_the_module_flag_still_works(backend, monkeypatch):
+    net, data = make_net("concat_mixed_batch2", backend)
+    config = loom.TrainingConfig.from_dict({"Epochs": 2, "LearningRate": 0.05, "Fused": False})
+    assert config.fused is False and loom.TrainingConfig.from_dict({"fused": True}).fused is True
+    with pytest.raises(loom.errors.ConfigError, match="fused: expected true or false"):
+        loom.TrainingConfig(fused="no")
+    layer_by_layer = net.train(data, config).loss_history
+    assert compiled_trainer(net).steps == {}  # nothing was compiled
+    monkeypatch.setattr(fused, "ENABLED", False)  # the deprecated switch
+    again, _ = make_net("concat_mixed_batch2", backend)
+    with pytest.warns(DeprecationWarning, match="TrainingConfig"):
+        deprecated = again.train(data, {"Epochs": 2, "LearningRate": 0.05}).loss_history
+    assert compiled_trainer(again).steps == {}
+    np.testing.assert_array_equal(deprecated, layer_by_layer)
+
+
+# ---------------------------------------------------------------------------------------------- generated source
+GOLDEN_DENSE = """\
+def step(x, target, lr, finish):
+    if x.shape[0] != 3: shape_error_1(x)
+    x_in_2[...] = x
+    z_3 = x_aug_4.dot(block_5)
+    y_6 = act_7(z_3)
+    out_8 = y_6.reshape(-1)
+    if out_8.shape[0] != 4: shape_error_9(out_8)
+    x_in_10[...] = out_8
+    z_11 = x_aug_12.dot(block_13)
+    y_14 = act_15(z_11)
+    out_16 = y_14.reshape(-1)
+    loss, grad = loss_fn(out_16, target)
+    if not isfinite(loss): return loss, out_16
+    gy_18 = grad.reshape(1, 2)
+    gz_19 = act_bw_20(gy_18, z_11, y_14)
+    x_col_21.dot(gz_19, out=grad_block_22)  # every kernel and bias gradient at once
+    gx_23 = gz_19.dot(kernel_t_24).reshape(-1)
+    gy_26 = gx_23.reshape(1, 4)
+    gz_27 = act_bw_28(gy_26, z_3, y_6)
+    x_col_29.dot(gz_27, out=grad_block_30)  # every kernel and bias gradient at once
+    finish(lr)
+    return loss, out_16
+"""
+
+# after a first step: the concat merge and its gradient split inline
+GOLDEN_PARALLEL = """\
+def step(x, target, lr, finish):
+    if x.shape[0] != 6: shape_error_1(x)
+    x_in_2[...] = x.reshape(2, 3)
+    z_3 = x_aug_4.dot(block_5)
+    z_6 = z_3[:, 0:2]
+    y_7 = act_8(z_6)
+    out_9 = y_7.reshape(-1)
+    z_10 = z_3[:, 2:3]
+    h_11 = rnn_12(z_10, xp_13)
+    out_14 = h_11.reshape(-1)
+    out_15 = kind_16.run(x, False)
+    merged_17 = concat_18([out_9, out_14, out_15])
+    loss, grad = loss_fn(merged_17, target)
+    if not isfinite(loss): return loss, merged_17
+    g_19 = grad[0:4]
+    g_20 = grad[4:6]
+    g_21 = grad[6:12]
+    gy_23 = g_19.reshape(2, 2)
+    gz_24 = act_bw_25(gy_23, z_6, y_7)
+    gy_26 = g_20.reshape(2, 1)
+    gz_27 = rnn_bw_28(gy_26, h_11, one_29)
+    concatenate_22([gz_24, gz_27], axis=1, out=grad_z_30)
+    x_col_31.dot(grad_z_30, out=grad_block_32)  # every kernel and bias gradient at once
+    kind_33.run_backward(g_21)
+    finish(lr)
+    return loss, merged_17
+"""
+
+
+def test_generated_source_of_a_dense_stack_is_golden(backend):
+    layers = [
+        {"type": "dense", "input_size": 3, "output_size": 4, "activation": "tanh"},
+        {"type": "dense", "input_size": 4, "output_size": 2, "activation": "sigmoid"},
+    ]
+    net = loom.create_network_from_json({**NET, "grid_cols": 2, "batch_size": 1, "layers": layers}, backend=backend)
+    assert fused.fused_step_source(net) == GOLDEN_DENSE
+
+
+def test_generated_source_of_a_parallel_block_is_golden(backend):
+    layers = [
+        {
+            "type": "parallel",
+            "combine_mode": "concat",
+            "branches": [
+                {"type": "dense", "input_size": 3, "output_size": 2, "activation": "relu"},
+                {"type": "rnn", "input_size": 3, "hidden_size": 1, "seq_length": 1},
+                {"type": "softmax"},
+            ],
+        }
+    ]
+    net = loom.create_network_from_json({**NET, "batch_size": 2, "layers": layers}, backend=backend, seed=0)
+    data = [(np.ones(6, np.float32), np.full(12, 0.5, np.float32))]
+    net.train(data, {"Epochs": 1, "LearningRate": 0.1})  # binds the merge: the step now inlines it
+    assert fused.fused_step_source(net, 2) == GOLDEN_PARALLEL
+
+
+def test_tracebacks_show_the_generated_line(backend):
+    net, data = make_net("conv_then_dense", backend)
+    with pytest.raises(ShapeError) as info:
+        net.train([(data[0][0], np.zeros(5, np.float32))], {"Epochs": 1})  # the target is 2 values short
+    text = "".join(traceback.format_exception(info.value))
+    assert "<loom fused step" in text
+    assert "loss, grad = loss_fn(" in text  # the generated line, read back through linecache
+
+
+def test_debug_environment_variable_prints_the_source(backend, monkeypatch, capsys):
+    monkeypatch.setenv("LOOM_DEBUG_FUSED", "1")
+    net, data = make_net("seed_demo", backend)
+    net.train(data, {"Epochs": 1})
+    err = capsys.readouterr().err
+    assert "# <loom fused step" in err and "def step(x, target, lr, finish):" in err

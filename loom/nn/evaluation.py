@@ -187,16 +187,13 @@ def evaluate_network(net: Any, inputs: Any, expected_outputs: Any) -> DeviationM
     ]
     if len(inputs) != len(expected):
         raise ShapeError(f"mismatched inputs ({len(inputs)}) vs expected outputs ({len(expected)})")
-    saved = (net._activations, net._tape)
     metrics = DeviationMetrics()
-    try:
+    with net.tape_preserved():
         for i, sample in enumerate(inputs):
-            x, _, _ = net._as_input(sample)
-            y = to_numpy(net._forward(x.reshape(-1), 1)).reshape(-1)
+            x, _, _ = net.prepare_input(sample)
+            y = to_numpy(net.forward_tape(x.reshape(-1), 1)).reshape(-1)
             if y.size == 0:
                 raise ShapeError(f"inputs[{i}]: the network produced an empty output")
             actual = float(y[0]) if y.size == 1 else float(np.argmax(y))
             metrics.add(i, expected[i], actual)
-    finally:
-        net._activations, net._tape = saved
     return metrics.finalize()

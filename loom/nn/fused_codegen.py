@@ -1,6 +1,6 @@
-"""Straight-line Python source of one fused training step (forward, loss, backward, SGD update).
+"""Straight-line Python source of one fused training step (forward, loss, backward, then the engine's update).
 
-:class:`~loom.nn.fused.FusedTrainer` lays the parameters out; this module turns the
+:class:`~loom.nn.flat_parameters.FlatParameters` lays the parameters out; this module turns the
 network into a graph of *stages* (one per top-level layer) and writes one Python
 function per batch size whose body is the step spelled out call by call, with every
 buffer, kernel and bound merge function a global of the function. On networks of a
@@ -19,35 +19,38 @@ Graph pieces, each emitting its own lines:
   inline (``a + b`` sums, one concatenation, gradient slices) or, for grid_scatter of
   several samples, the bound ops function.
 
-The math is the ops' own (activation kernels, RNN step, LSTM cell, combine functions).
+The math is the ops' own (activation kernels, RNN step, LSTM cell, combine functions). The
+function ends with ``finish(lr)``, the engine's gradient hooks, clipping and optimizer update on
+the flat buffers. Its source is registered with :mod:`linecache` under a name derived from its
+text, so tracebacks through it show the failing line; ``LOOM_DEBUG_FUSED=1`` prints it to
+stderr when it is compiled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import linecache
 import math
-from typing import Any
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import ShapeError
+from loom.nn.flat_parameters import ParameterView, StageBlock, affine_columns
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import ForwardContext, kind_for
 from loom.nn.layers.parallel import ParallelKind, checked_merge_functions
 from loom.ops.activations import activation_kernels
-from loom.ops.losses import loss_and_grad
 from loom.ops.recurrent import lstm_cell, lstm_cell_backward, lstm_gate_constants, rnn_step, rnn_step_backward
 from loom.ops.scalars import constant
+
+if TYPE_CHECKING:
+    from loom.nn.fused import FusedTrainer
 
 __all__ = ["affine_columns", "compile_step"]
 
 _PARALLEL = ParallelKind()
-
-
-def affine_columns(cfg: LayerConfig) -> int:
-    """Columns a layer takes in an augmented weight block (0: not an affine leaf)."""
-    if cfg.type == "dense":
-        return cfg.output_size
-    if cfg.type in ("rnn", "lstm") and cfg.seq_length == 1 and not cfg.stateful:
-        return cfg.hidden_size * (4 if cfg.type == "lstm" else 1)
-    return 0
 
 
 class _Source:
@@ -153,10 +156,8 @@ class _AffineSlot:
 class _KindSlot:
     """A layer run through its kind's ``forward`` / ``backprop`` (gradients copied into the buffer)."""
 
-    def __init__(
-        self, cfg: LayerConfig, ctx: ForwardContext, batch: int, grad_views: list[tuple[LayerConfig, str, Any]]
-    ) -> None:
-        self.cfg, self.ctx, self.batch, self.grad_views = cfg, ctx, batch, grad_views
+    def __init__(self, cfg: LayerConfig, ctx: ForwardContext, batch: int, views: list[ParameterView]) -> None:
+        self.cfg, self.ctx, self.batch, self.views = cfg, ctx, batch, views
         self.forward_fn = kind_for(cfg.type).forward
         self.backprop: Any = None
         self.var = self.grad_var = ""
@@ -173,9 +174,9 @@ class _KindSlot:
         self.cfg.grads = {}
         grad_x = self.backprop(grad)
         grads = self.cfg.grads
-        for _, name, view in self.grad_views:
-            value = grads.get(name)
-            view[...] = 0.0 if value is None else value
+        for view in self.views:
+            value = grads.get(view.name)
+            view.grad[...] = 0.0 if value is None else value
         return grad_x
 
 
@@ -291,19 +292,21 @@ def _units(slots: list[_AffineSlot]) -> list[_Unit]:
 class _Stage:
     """One top-level layer: the block product of its affine leaves, its kind leaves, its merge tree."""
 
-    def __init__(self, cfg: LayerConfig, block: Any, grad_block: Any, n_in: int, graph: _GraphContext) -> None:
+    def __init__(self, cfg: LayerConfig, block: StageBlock | None, graph: _GraphContext) -> None:
         self.cfg, self.batch, self.ctx = cfg, graph.batch, graph.ctx
-        self.block, self.grad_block, self.n_in = block, grad_block, n_in
+        self.block = None if block is None else block.params  # [in + 1, N]
+        self.grad_block = None if block is None else block.grads
+        self.n_in = 0 if block is None else block.n_in
         self.affine: list[_AffineSlot] = []
         self.kinds: list[_KindSlot] = []
         self.merges: list[_Merge] = []  # post-order: children before parents
         self.root = self._node(cfg, graph)
         self.units = _units(self.affine)
         if self.affine:
-            raw, batch = graph.raw, self.batch
-            self.x_aug = raw.ones((batch, n_in + 1), dtype=block.dtype)  # [B, in + 1], last column stays 1
+            raw, batch, n_in, dtype = graph.raw, self.batch, self.n_in, self.block.dtype
+            self.x_aug = raw.ones((batch, n_in + 1), dtype=dtype)  # [B, in + 1], last column stays 1
             self.x_in = self.x_aug[0, :n_in] if batch == 1 else self.x_aug[:, :n_in]  # where the input is copied
-            self.grad_z = raw.empty((batch, block.shape[1]), dtype=block.dtype)  # [B, N]
+            self.grad_z = raw.empty((batch, self.block.shape[1]), dtype=dtype)  # [B, N]
 
     def _node(self, cfg: LayerConfig, graph: _GraphContext) -> Any:
         if cfg.type == "parallel":
@@ -315,7 +318,7 @@ class _Stage:
             slot = _AffineSlot(_LEAF_TYPES[cfg.type](cfg, graph.xp, self.block), *position, self.batch)
             self.affine.append(slot)
             return slot
-        kind_slot = _KindSlot(cfg, graph.ctx, self.batch, graph.kind_grads.get(id(cfg), []))
+        kind_slot = _KindSlot(cfg, graph.ctx, self.batch, graph.kind_views.get(id(cfg), []))
         self.kinds.append(kind_slot)
         return kind_slot
 
@@ -392,29 +395,32 @@ class _Stage:
 class _GraphContext:
     """What building the stages of one batch size needs from the trainer."""
 
-    def __init__(self, trainer: Any, batch: int) -> None:
+    def __init__(self, trainer: FusedTrainer, batch: int) -> None:
         self.batch, self.xp, self.raw, self.ctx = batch, trainer.xp, trainer.raw, trainer.ctx
-        self.affine_position = trainer.affine_position
-        self.kind_grads = trainer.kind_grads
+        self.affine_position = trainer.flat.affine_position
+        self.kind_views = trainer.flat.kind_views
 
 
-def compile_step(trainer: Any, batch: int, loss_type: str, stages: list[_Stage] | None = None) -> Any:
-    """``step(x, target, lr, clip, halt) -> loss`` for flat inputs of ``batch`` samples.
+def compile_step(
+    trainer: FusedTrainer,
+    batch: int,
+    loss_fn: Callable[[Any, Any], tuple[float, Any]],
+    halt: bool,
+    stages: list[_Stage] | None = None,
+) -> Any:
+    """``step(x, target, lr, finish) -> (loss, output)`` for flat inputs of ``batch`` samples.
 
-    The step runs forward and loss; when ``halt`` is true and the loss is not finite it
-    returns right away (no update), else backward, global-norm clipping (``clip`` > 0)
-    and ``w -= lr * g``, recording the clip factor in ``trainer.grad_factor``.
+    The step runs forward and ``loss, grad = loss_fn(output, target)``; with ``halt`` it returns
+    right away when the loss is not finite (no backward, no update); else it runs backward into
+    the flat gradient buffer and calls ``finish(lr)``.
 
-    ``step.provisional`` is true while some Parallel merge still checks its inputs on
-    first use; compiling again with ``stages=step.stages`` after a step calls the bound
-    merge functions directly.
+    ``step.provisional`` is true while some Parallel merge still checks its inputs on first
+    use; compiling again with ``stages=step.stages`` after a step calls the bound merge functions
+    directly.
     """
     if stages is None:
         graph = _GraphContext(trainer, batch)
-        stages = [
-            _Stage(cfg, block, grad_block, n_in, graph)
-            for cfg, (block, grad_block, n_in) in zip(trainer.layers, trainer.blocks, strict=True)
-        ]
+        stages = [_Stage(cfg, block, graph) for cfg, block in zip(trainer.layers, trainer.flat.blocks, strict=True)]
     src = _Source(trainer.raw)
     x = "x"
     for i, stage in enumerate(stages):
@@ -425,36 +431,29 @@ def compile_step(trainer: Any, batch: int, loss_type: str, stages: list[_Stage] 
         lines, grad = stages[i].emit_backward(src, grad, i > 0)
         backward.extend(lines)
     names = src.names
-    names.update(
-        loss_and_grad=loss_and_grad,
-        xp=trainer.xp,
-        trainer=trainer,
-        isfinite=math.isfinite,
-        flat=trainer.flat,
-        grad_flat=trainer.grad,
-        step_buf=trainer.step_buf,
-        multiply=trainer.raw.multiply,
-        subtract=trainer.raw.subtract,
-    )
+    names.update(loss_fn=loss_fn, isfinite=math.isfinite)
     body = [
         *src.forward,
-        f"loss, grad = loss_and_grad({loss_type!r}, {x}, target, xp)",
-        "if halt and not isfinite(loss):",
-        "    return loss",
+        f"loss, grad = loss_fn({x}, target)",
+        *([f"if not isfinite(loss): return loss, {x}"] if halt else []),
         *backward,
-        "factor = 1.0",
-        "if clip > 0:",
-        "    norm = float(grad_flat.dot(grad_flat)) ** 0.5",
-        "    if norm > clip:",
-        "        factor = clip / norm",
-        "trainer.grad_factor = factor",
-        "multiply(grad_flat, lr * factor, out=step_buf)",
-        "subtract(flat, step_buf, out=flat)",
-        "return loss",
+        "finish(lr)",
+        f"return loss, {x}",
     ]
-    source = "def step(x, target, lr, clip, halt):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(source, f"<loom fused step, batch {batch}>", "exec"), names)
+    source = "def step(x, target, lr, finish):\n" + "".join(f"    {line}\n" for line in body)
+    filename = _register_source(source, batch)
+    exec(compile(source, filename, "exec"), names)
     step = names["step"]
-    step.source, step.stages = source, stages
+    step.source, step.stages, step.loss_fn = source, stages, loss_fn
     step.provisional = any(merge.split is None for stage in stages for merge in stage.merges)
     return step
+
+
+def _register_source(source: str, batch: int) -> str:
+    """Put ``source`` into :mod:`linecache` under a name derived from its text; print it if ``LOOM_DEBUG_FUSED``."""
+    digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
+    filename = f"<loom fused step {digest}, batch {batch}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    if os.environ.get("LOOM_DEBUG_FUSED", "").strip() not in ("", "0"):
+        sys.stderr.write(f"# {filename}\n{source}\n")
+    return filename

@@ -13,9 +13,10 @@ flow back through these additions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
     from loom.nn.evaluation import DeviationMetrics
     from loom.nn.go_compat import GoCompatibleMode
     from loom.nn.training import TrainingResult
+
+if TYPE_CHECKING:
+    from loom.nn.flat_parameters import FlatParameters
+    from loom.nn.optimizers import Optimizer
+    from loom.nn.training_callbacks import History
+    from loom.nn.training_engine import Callback, GradientHook
 
 __all__ = ["Network", "create_network_from_json", "new_network"]
 
@@ -94,6 +101,9 @@ class Network(IntrospectionMixin):
         self._activations: list[Any] = []
         self._tape: list[tuple[Any, int | None, str | None]] | None = None
         self._rng = self._backend.rng(None)
+        self._flat: FlatParameters | None = None
+        #: Set to True by a callback to end ``fit`` after the current epoch (as in Keras).
+        self.stop_training = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Network:
         """An independent copy: layers, parameters, gradients and state copied, the backend shared.
@@ -104,11 +114,11 @@ class Network(IntrospectionMixin):
         """
         twin = type(self).__new__(type(self))
         memo[id(self)] = twin
-        skip = {"_activations", "_tape", "_rng", "_fused_trainer"}
+        skip = {"_activations", "_tape", "_rng", "_flat"}
         for key, value in self.__dict__.items():
             if key not in skip:
                 setattr(twin, key, copy.deepcopy(value, memo))
-        twin._activations, twin._tape = [], None
+        twin._activations, twin._tape, twin._flat = [], None, None
         try:
             twin._rng = copy.deepcopy(self._rng, memo)
         except TypeError:  # CuPy's generator holds a lock
@@ -139,6 +149,7 @@ class Network(IntrospectionMixin):
         self._rng = target.rng(None)
         self._activations = []
         self._tape = None
+        self._flat = None
         return self
 
     # ------------------------------------------------------------------ grid
@@ -329,6 +340,133 @@ class Network(IntrospectionMixin):
         extra = pending.pop(0, None)
         return grad if extra is None or grad is None else grad + extra
 
+    # ------------------------------------------------------------------ engine API (used by trainers)
+    @property
+    def array_backend(self) -> Backend:
+        """The :class:`~loom.backend.Backend` object holding this network's arrays."""
+        return self._backend
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The backend random generator of stochastic layers (Gumbel noise); see :meth:`seed`."""
+        return self._rng
+
+    def prepare_input(self, x: ArrayLike) -> tuple[Array, int, bool]:
+        """``x`` as the flat backend vector the layers read.
+
+        Parameters
+        ----------
+        x : array-like
+            Flat ``batch_size * input_size`` values (LOOM's layout) or 2-D ``[batch, features]``.
+
+        Returns
+        -------
+        flat : array ``[batch * features]``
+            Backend array of the network's float dtype (no copy when it already is one).
+        batch : int
+            Samples in it: the row count of a 2-D input, else ``batch_size``.
+        two_d : bool
+            Whether ``x`` was 2-D.
+        """
+        return self._as_input(x)
+
+    def training_context(self, batch_size: int | None = None) -> ForwardContext:
+        """A forward context to reuse across the steps of one training run (it memoises per-config values).
+
+        Valid while the layer configs do not change.
+        """
+        ctx = self._training_context()
+        if batch_size is not None:
+            ctx.batch_size = batch_size
+        return ctx
+
+    def forward_tape(
+        self, x: Array, batch_size: int, context: ForwardContext | None = None, *, input_grad: bool = True
+    ) -> Array:
+        """Run every layer on the flat backend vector ``x`` and record the tape :meth:`backward_tape` replays.
+
+        Parameters
+        ----------
+        x : array ``[batch_size * input_size]``
+            Flat input on this network's backend (see :meth:`prepare_input`).
+        batch_size : int
+            Samples in ``x``.
+        context : ForwardContext, optional
+            Reused between calls (:meth:`training_context`); default: a fresh one.
+        input_grad : bool
+            ``False`` tells the first layer that nobody needs the gradient w.r.t. ``x``
+            (:meth:`backward_tape` then returns ``None``).
+
+        Returns
+        -------
+        array ``[batch_size * output_size]``
+        """
+        return self._forward(x, batch_size, context, input_grad=input_grad)
+
+    def backward_tape(
+        self, grad: Array, *, accumulate: bool = False, layers: Sequence[LayerConfig] | None = None
+    ) -> Array | None:
+        """Back-propagate the flat ``dL/d(output)`` through the recorded tape into the layers' ``cfg.grads``.
+
+        Parameters
+        ----------
+        grad : array ``[batch * output_size]``
+            Backend array, the shape of the last forward's output.
+        accumulate : bool
+            Add to the stored gradients instead of replacing them.
+        layers : sequence of LayerConfig, optional
+            Every layer and branch (:meth:`iter_all_layers`), when the caller has the list at hand.
+
+        Returns
+        -------
+        array or None
+            ``dL/d(input)``; ``None`` when the forward ran with ``input_grad=False``.
+        """
+        return self._backward(grad, accumulate, layers)  # type: ignore[arg-type]
+
+    def clear_tape(self) -> None:
+        """Forget the recorded forward pass (a following ``backward`` raises until the next forward)."""
+        self._activations, self._tape = [], None
+
+    @contextlib.contextmanager
+    def tape_preserved(self) -> Iterator[None]:
+        """Context manager: forward passes inside leave the recorded tape (and :meth:`activations`) as they were."""
+        saved = (self._activations, self._tape)
+        try:
+            yield
+        finally:
+            self._activations, self._tape = saved
+
+    def named_parameters(self) -> list[tuple[str, Array]]:
+        """``(path, array)`` of every parameter in flat order, e.g. ``("layers[1].branches[0].kernel", array)``.
+
+        The arrays are the live ones: writing into them changes the network.
+        """
+        return [(f"{cfg.path}.{name}", p) for cfg in self.iter_all_layers() for name, p in cfg.params.items()]
+
+    @contextlib.contextmanager
+    def training_parameters(self) -> Iterator[FlatParameters]:
+        """Context manager: the parameters as views of one flat buffer while the block runs.
+
+        Yields the network's :class:`~loom.nn.flat_parameters.FlatParameters` (built once and
+        reused while the layers do not change), attached: every layer's parameters are views of
+        ``flat.params`` and ``flat.grads`` holds the gradient buffer. On exit every layer gets
+        C-contiguous copies back. Nested uses share the outer attachment.
+        """
+        from loom.nn.flat_parameters import FlatParameters
+
+        flat = self._flat
+        if flat is not None and flat.attached:
+            yield flat
+            return
+        if flat is None or not flat.matches(self):
+            flat = self._flat = FlatParameters(self)
+        flat.attach()
+        try:
+            yield flat
+        finally:
+            flat.detach()
+
     def forward(self, x: ArrayLike) -> Array:
         """Run the network.
 
@@ -395,6 +533,147 @@ class Network(IntrospectionMixin):
         from loom.nn.training import train_network
 
         return train_network(self, batches, config)
+
+    def fit(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        learning_rate: float | None = None,
+        optimizer: str | Optimizer = "adam",
+        loss: str | None = None,
+        shuffle: bool = True,
+        seed: int | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float = 0.0,
+        callbacks: Sequence[Callback] = (),
+        verbose: bool | int | str = "auto",
+        gradient_clip: float = 0.0,
+        fused: bool = True,
+        raise_on_divergence: bool = True,
+        gradient_hooks: Sequence[GradientHook] = (),
+        **options: float | bool | str,
+    ) -> History:
+        """Train on samples ``x [N, features]`` and targets ``y``, Keras-style; returns a :class:`History`.
+
+        Parameters
+        ----------
+        x : array-like ``[N, features]``
+            NumPy / CuPy array or nested lists.
+        y : array-like
+            Class labels ``[N]`` (integers, for a network with several outputs), or one-hot /
+            real-valued targets ``[N, outputs]`` (``[N]`` for one output).
+        epochs, batch_size : int
+            Passes over the data; samples per step (the last step takes the rest).
+        learning_rate : float, optional
+            Default: the optimizer's (``torch.optim``'s): 1e-3, RMSprop 1e-2.
+        optimizer : str or Optimizer
+            ``"adam"`` (default), ``"adamw"``, ``"sgd"``, ``"rmsprop"``, or an object from
+            :mod:`loom.nn.optimizers` (its state carries over between calls).
+        loss : str, optional
+            ``"mse"``, ``"cross_entropy"`` (softmax outputs), ``"binary_cross_entropy"`` (sigmoid
+            outputs); default ``"cross_entropy"`` for class targets of a softmax output layer,
+            else ``"mse"``. The loss is the mean over the batch's samples (Keras / PyTorch).
+        shuffle : bool
+            A new sample order every epoch, from ``seed``.
+        validation_data : (x_val, y_val), optional
+            Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        validation_split : float
+            Fraction of the samples, taken from the end before shuffling, used as validation
+            data (ignored when ``validation_data`` is given), as in Keras.
+        callbacks : sequence of Callback
+            e.g. :class:`~loom.nn.training_callbacks.EarlyStopping`,
+            :class:`~loom.nn.training_callbacks.ModelCheckpoint`.
+        verbose : 0, 1, 2 or "auto"
+            0 silent; 2 a line per epoch; 1 / "auto" a progress bar on a terminal, else lines.
+        gradient_clip : float
+            Global L2 norm to clip each step's gradient to (0: off).
+        fused : bool
+            Train through the fused step when the network allows it (same results).
+        raise_on_divergence : bool
+            Stop with ``TrainingDivergedError`` on a non-finite loss (weights restored).
+        gradient_hooks : sequence of callable
+            Each called with the flat gradient buffer (all parameters, one array) after every
+            backward pass and before clipping and the optimizer step; it may change it in place
+            (a data-parallel all-reduce goes here).
+        **options
+            Optimizer options (``momentum``, ``nesterov``, ``beta1``, ``beta2``, ``epsilon``,
+            ``weight_decay``, ``alpha``) and schedule options (``lr_schedule``,
+            ``warmup_epochs``, ``lr_step_size``, ``lr_gamma``, ``lr_min``); unknown names are a
+            ``ConfigError``.
+
+        Returns
+        -------
+        History
+            ``history.history["loss"]`` (and ``accuracy``, ``val_loss``, ``val_accuracy``)
+            per epoch; ``history.plot(path)`` draws them.
+
+        Examples
+        --------
+        >>> import numpy as np, loom
+        >>> net = loom.create_network_from_json({"batch_size": 1, "grid_rows": 1, "grid_cols": 1,
+        ...     "layers_per_cell": 2, "layers": [{"type": "dense", "input_size": 2, "output_size": 8,
+        ...     "activation": "tanh"}, {"type": "dense", "output_size": 2, "activation": "sigmoid"}]}, seed=0)
+        >>> x = np.random.default_rng(0).random((200, 2), dtype=np.float32)
+        >>> history = net.fit(x, (x[:, 0] > x[:, 1]).astype(int), epochs=3, verbose=0, seed=0)
+        >>> sorted(history.history)
+        ['accuracy', 'loss']
+        """
+        from loom.nn.fit import fit_network
+
+        return fit_network(
+            self,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            loss=loss,
+            shuffle=shuffle,
+            seed=seed,
+            validation_data=validation_data,
+            validation_split=validation_split,
+            callbacks=callbacks,
+            verbose=verbose,
+            gradient_clip=gradient_clip,
+            fused=fused,
+            raise_on_divergence=raise_on_divergence,
+            gradient_hooks=gradient_hooks,
+            **options,
+        )
+
+    def predict(self, x: ArrayLike, batch_size: int | None = None) -> Array:
+        """Outputs ``[N, outputs]`` (backend array) for samples ``x [N, features]``, ``batch_size`` rows per forward.
+
+        The recorded forward pass (for ``backward``) is left alone.
+        """
+        from loom.nn.fit import predict_arrays
+
+        return predict_arrays(self, x, batch_size)
+
+    def evaluate(
+        self, x: ArrayLike, y: ArrayLike, *, batch_size: int | None = None, loss: str | None = None
+    ) -> dict[str, float]:
+        """``{"loss": ..., "accuracy": ...}`` on samples ``x`` and targets ``y`` with ``fit``'s conventions.
+
+        ``accuracy`` is there when the targets are classes. LOOM's deviation metrics:
+        :meth:`evaluate_network`.
+        """
+        from loom.nn.fit import evaluate_arrays
+
+        return evaluate_arrays(self, x, y, batch_size=batch_size, loss=loss)
+
+    def summary(self, print_fn: Callable[[str], object] = print) -> None:
+        """Print a table of the layers: grid position, type, activation, in → out sizes, parameters, total.
+
+        ``print_fn`` receives the text (default ``print``); :func:`loom.nn.summary.summary_text` returns it.
+        """
+        from loom.nn.summary import summary_text
+
+        print_fn(summary_text(self))
 
     def evaluate_network(
         self, inputs: Sequence[ArrayLike] | Array, expected_outputs: Sequence[float] | Array
@@ -573,6 +852,7 @@ class Network(IntrospectionMixin):
         self.grid_rows, self.grid_cols = loaded.grid_rows, loaded.grid_cols
         self.layers_per_cell, self.batch_size, self.layers = loaded.layers_per_cell, loaded.batch_size, loaded.layers
         self._activations, self._tape = [], None
+        self._flat = None
         return self
 
     def LoadModelFromString(self, text: str, model_id: str | None = None) -> Network:

@@ -1,53 +1,82 @@
 """LOOM's training loop: ``TrainingConfig``, ``TrainingBatch``, ``TrainingResult``, ``train_network``.
 
-For each epoch, for each batch in the given order: forward, loss (recorded
-before the update), loss gradient, backward, optional global-norm clipping,
-plain SGD step. ``LossHistory[e]`` is the mean of the epoch's batch losses.
+For each epoch, for each batch in the given order (or shuffled with ``shuffle``): forward,
+loss (recorded before the update, LOOM's convention: see :mod:`loom.ops.losses`), loss
+gradient, backward, optional global-norm clipping, optimizer step (LOOM's plain SGD by
+default; momentum SGD, Adam, AdamW, RMSprop with their options, and a learning-rate schedule
+per epoch, from :mod:`loom.nn.optimizers` / :mod:`loom.nn.lr_schedules`).
+``LossHistory[e]`` is the mean of the epoch's batch losses. The steps run on the training
+engine (:mod:`loom.nn.training_engine`), fused when the network allows it.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import operator
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loom.backend import resolve_backend, to_numpy
-from loom.errors import ConfigError, ShapeError, TrainingDivergedError
-from loom.nn.fused import FusedTrainer
-from loom.ops.losses import clip_by_global_norm, loss_and_grad, normalize_loss_type
+from loom.backend import resolve_backend
+from loom.errors import ConfigError, ShapeError
+from loom.nn.fused import fused_switch
+from loom.nn.lr_schedules import LearningRateSchedule
+from loom.nn.optimizers import OPTIMIZER_OPTIONS, Optimizer, make_optimizer
+from loom.nn.training_engine import Callback, EpochStats, LossFunction, Stepper, run_epochs
+from loom.nn.training_reporters import LoomVerboseReporter, ProgressBar, go_duration
+from loom.ops.losses import normalize_loss_type
+
+if TYPE_CHECKING:
+    from loom.nn.network import Network
 
 __all__ = ["TrainingBatch", "TrainingConfig", "TrainingResult", "go_duration", "train_network"]
 
-#: LOOM's JSON key -> loom's field name.
-_LOOM_KEYS = {
-    "epochs": "epochs",
-    "learningrate": "learning_rate",
-    "usegpu": "use_gpu",
-    "printeverybatch": "print_every_batch",
-    "gradientclip": "gradient_clip",
-    "losstype": "loss_type",
-    "verbose": "verbose",
-    "evaluateeveryn": "evaluate_every_n",
-    "validationinputs": "validation_inputs",
-    "validationtargets": "validation_targets",
-}
+#: LOOM's ten ``TrainingConfig`` keys (JSON / Go field names).
+LOOM_FIELDS = (
+    ("Epochs", "epochs"),
+    ("LearningRate", "learning_rate"),
+    ("UseGPU", "use_gpu"),
+    ("PrintEveryBatch", "print_every_batch"),
+    ("GradientClip", "gradient_clip"),
+    ("LossType", "loss_type"),
+    ("Verbose", "verbose"),
+    ("EvaluateEveryN", "evaluate_every_n"),
+    ("ValidationInputs", "validation_inputs"),
+    ("ValidationTargets", "validation_targets"),
+)
 
 
 @dataclass
 class TrainingConfig:
-    """Training settings (LOOM's ``TrainingConfig``).
+    """Training settings (LOOM's ``TrainingConfig`` and loom's additions).
 
-    ``from_dict`` accepts LOOM's keys in any case (``"LearningRate"``,
-    ``"epochs"``) and snake_case (``"learning_rate"``). ``use_gpu=True`` trains
-    on CuPy (``BackendUnavailableError`` when CuPy or a CUDA device is missing).
-    ``raise_on_divergence`` stops with ``TrainingDivergedError`` on a non-finite loss.
+    ``from_dict`` accepts every field as LOOM spells keys — CamelCase in any case,
+    ``"LearningRate"``, ``"learningrate"``, ``"WeightDecay"`` — and in snake_case
+    (``"learning_rate"``, ``"weight_decay"``); unknown keys are a ``ConfigError`` with a hint.
+
+    LOOM's fields: ``epochs``, ``learning_rate``, ``use_gpu`` (CuPy; ``BackendUnavailableError``
+    when CuPy or a CUDA device is missing), ``print_every_batch``, ``gradient_clip``,
+    ``loss_type`` (``"mse"``, ``"cross_entropy"``), ``verbose``, ``evaluate_every_n``,
+    ``validation_inputs``, ``validation_targets``.
+
+    loom's additions:
+
+    * ``optimizer``: ``"sgd"`` (LOOM's update; with ``momentum`` > 0 momentum SGD, ``nesterov``),
+      ``"adam"``, ``"adamw"``, ``"rmsprop"``; options ``momentum``, ``nesterov``, ``beta1``,
+      ``beta2``, ``epsilon``, ``weight_decay``, ``alpha`` — ``None`` means the optimizer's
+      ``torch.optim`` default, and an option the optimizer does not take is an error. The
+      learning rate is ``learning_rate`` (LOOM's default 0.001 for every optimizer).
+    * ``lr_schedule`` (``"constant"``, ``"step"``, ``"cosine"``, ``"warmup"``), ``warmup_epochs``,
+      ``lr_step_size``, ``lr_gamma``, ``lr_min``: see :mod:`loom.nn.lr_schedules`.
+    * ``shuffle`` / ``seed``: visit the batches in a new random order every epoch.
+    * ``raise_on_divergence``: stop with ``TrainingDivergedError`` on a non-finite loss,
+      weights restored to the last finite step (``False``: keep going, as Go does).
+    * ``progress_bar``: a tqdm bar over epochs (default: when verbose and stderr is a terminal).
+    * ``fused``: use the fused training step when the network allows it (results are equal).
     """
 
     epochs: int = 10
@@ -60,8 +89,24 @@ class TrainingConfig:
     evaluate_every_n: int = 0
     validation_inputs: Any = None
     validation_targets: Any = None
+    optimizer: str = "sgd"
+    momentum: float | None = None
+    nesterov: bool | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    epsilon: float | None = None
+    weight_decay: float | None = None
+    alpha: float | None = None
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    lr_step_size: int = 10
+    lr_gamma: float = 0.1
+    lr_min: float = 0.0
+    shuffle: bool = False
+    seed: int | None = None
     raise_on_divergence: bool = True
     progress_bar: bool | None = None
+    fused: bool = True
 
     def __post_init__(self) -> None:
         self.loss_type = normalize_loss_type(self.loss_type, "loss_type")
@@ -82,17 +127,52 @@ class TrainingConfig:
             setattr(self, name, float(value))
         if self.gradient_clip < 0:
             raise ConfigError(f"gradient_clip: expected >= 0 (0 disables clipping), got {self.gradient_clip}")
+        for name in ("use_gpu", "verbose", "shuffle", "raise_on_divergence", "fused"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if self.progress_bar is not None and not isinstance(self.progress_bar, bool):
+            raise ConfigError(f"progress_bar: expected true, false or null, got {self.progress_bar!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ConfigError(f"seed: expected an integer or null, got {self.seed!r}")
+        if not isinstance(self.optimizer, str):
+            raise ConfigError(
+                f"optimizer: expected a name (sgd, adam, adamw, rmsprop), got {type(self.optimizer).__name__}; "
+                "optimizer objects go to fit(optimizer=...)"
+            )
+        self.make_optimizer()  # checks the optimizer, its options and the schedule
+        self.make_schedule()
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """The optimizer options that are set (``None`` ones left out)."""
+        return {name: getattr(self, name) for name in OPTIMIZER_OPTIONS if getattr(self, name) is not None}
+
+    def make_optimizer(self) -> Optimizer:
+        """A fresh optimizer for these settings."""
+        return make_optimizer(self.optimizer, self.learning_rate, path="training config", **self.optimizer_options())
+
+    def make_schedule(self) -> LearningRateSchedule:
+        """The learning-rate schedule of these settings."""
+        return LearningRateSchedule(
+            self.lr_schedule,
+            self.learning_rate,
+            self.epochs,
+            warmup_epochs=self.warmup_epochs,
+            step_size=self.lr_step_size,
+            gamma=self.lr_gamma,
+            min_lr=self.lr_min,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
-        """Build from LOOM keys (any case) or snake_case keys; unknown keys raise ``ConfigError``."""
+        """Build from LOOM-style keys (any case) or snake_case keys; unknown keys raise ``ConfigError``."""
         names = {f.name for f in fields(cls)}
+        loom_keys = {name.replace("_", ""): name for name in names}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             low = str(key).lower()
-            name = _LOOM_KEYS.get(low) or (low if low in names else None)
+            name = loom_keys.get(low) or (low if low in names else None)
             if name is None:
-                choices = sorted(set(_LOOM_KEYS) | names)
+                choices = sorted(set(loom_keys) | names)
                 hint = difflib.get_close_matches(low, choices, n=1)
                 did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ConfigError(f"training config.{key}: unknown key{did_you_mean}")
@@ -102,19 +182,14 @@ class TrainingConfig:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """LOOM's JSON keys."""
-        return {
-            "Epochs": self.epochs,
-            "LearningRate": self.learning_rate,
-            "UseGPU": self.use_gpu,
-            "PrintEveryBatch": self.print_every_batch,
-            "GradientClip": self.gradient_clip,
-            "LossType": self.loss_type,
-            "Verbose": self.verbose,
-            "EvaluateEveryN": self.evaluate_every_n,
-            "ValidationInputs": self.validation_inputs,
-            "ValidationTargets": self.validation_targets,
-        }
+        """LOOM's JSON keys; loom's additions follow in the same CamelCase style where they differ from the default."""
+        out = {key: getattr(self, name) for key, name in LOOM_FIELDS}
+        defaults = TrainingConfig()
+        loom_names = {name for _, name in LOOM_FIELDS}
+        for f in fields(self):
+            if f.name not in loom_names and getattr(self, f.name) != getattr(defaults, f.name):
+                out["".join(part.capitalize() for part in f.name.split("_"))] = getattr(self, f.name)
+        return out
 
 
 @dataclass
@@ -162,17 +237,6 @@ class TrainingResult:
         }
 
 
-def go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()`` text (``13.638µs``, ``1.5s``)."""
-    ns = round(seconds * 1e9)
-    if ns < 1000:
-        return f"{ns}ns"
-    for unit, scale in (("µs", 1e3), ("ms", 1e6)):
-        if ns < scale * 1000:
-            return f"{ns / scale:.3f}".rstrip("0").rstrip(".") + unit
-    return f"{ns / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-
-
 def _coerce_config(config: Any) -> TrainingConfig:
     if config is None:
         return TrainingConfig()
@@ -183,167 +247,20 @@ def _coerce_config(config: Any) -> TrainingConfig:
     raise ConfigError(f"config: expected a TrainingConfig or a dict, got {type(config).__name__}")
 
 
-def _prepare_batches(net: Any, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
+def _prepare_batches(net: Network, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
     prepared = []
     for i, item in enumerate(batches):
         batch = TrainingBatch.coerce(item, i)
-        x, batch_size, _ = net._as_input(batch.input)
-        target, _, _ = net._as_input(batch.target)
+        x, batch_size, _ = net.prepare_input(batch.input)
+        target, _, _ = net.prepare_input(batch.target)
         prepared.append((x, target, batch_size))
     if not prepared:
         raise ShapeError("batches: expected at least one training batch, got none")
     return prepared
 
 
-def _want_progress_bar(cfg: TrainingConfig) -> bool:
-    if cfg.progress_bar is not None:
-        return cfg.progress_bar
-    return cfg.verbose and sys.stderr.isatty()
-
-
-class _FlatSGD:
-    """SGD step (with global-norm clipping) on every parameter, viewed as one flat vector.
-
-    Tiny networks spend their time in per-array overhead, so at the start of training
-    every parameter is moved into one flat buffer (``cfg.params`` then hold views of
-    it) and a step is one concatenation of the gradients, one norm, one scaling and
-    one update. The result equals ``clip_by_global_norm`` + ``update_weights``
-    (a parameter without a gradient is left unchanged); networks whose parameters
-    cannot share a buffer (mixed dtypes, replaced arrays) take that path instead.
-    """
-
-    def __init__(self, net: Any) -> None:
-        self.net, self.xp = net, net.xp
-        self.layers = list(net.iter_all_layers())
-        self.entries: list[tuple[Any, str, Any, int]] = []
-        self.flat: Any = None
-        self.last_grad: Any = None
-        self.grad_buf: Any = None  # flat gradient, reused every step
-        self.step_buf: Any = None  # lr * flat gradient, reused every step
-        self.views: list[Any] = []  # the parameter views, in entry order
-        self.zeros: dict[int, Any] = {}  # entry index -> zero gradient for a layer that produced none
-        self.checked = True  # the buffer was just built
-        self._build()
-
-    def _build(self) -> None:
-        xp = self.xp
-        entries = [(cfg, name, p) for cfg in self.layers for name, p in cfg.params.items()]
-        self.entries, self.flat, self.views = [], None, []
-        if not entries or len({p.dtype for _, _, p in entries}) != 1:
-            return
-        flat = xp.concat([xp.reshape(p, (-1,)) for _, _, p in entries])
-        views, start = [], 0
-        for cfg, name, p in entries:
-            size = int(np.prod(p.shape)) if p.shape else 1
-            view = xp.reshape(flat[start : start + size], p.shape)
-            views.append((cfg, name, view, size))
-            start += size
-        if isinstance(flat, np.ndarray) and not all(np.shares_memory(v, flat) for _, _, v, _ in views):
-            return
-        for cfg, name, view, _ in views:
-            cfg.params[name] = view
-        self.entries, self.flat = views, flat
-        self.views = [view for _, _, view, _ in views]
-        self.zeros = {}
-
-    def _buffer_intact(self) -> bool:
-        """True while every parameter is still the view of the flat buffer made by ``_build``."""
-        current = [cfg.params.get(name) for cfg, name, _, _ in self.entries]
-        return all(map(operator.is_, current, self.views))
-
-    def _gather(self) -> list[Any] | None:
-        """This step's gradient of every entry (a cached zero where a gradient is missing).
-
-        ``None`` when some layer holds a gradient of an array outside the buffer.
-        """
-        grads = [cfg.grads.get(name) for cfg, name, _, _ in self.entries]
-        missing = [k for k, g in enumerate(grads) if g is None]
-        for k in missing:
-            zero = self.zeros.get(k)
-            if zero is None:
-                view = self.entries[k][2]
-                zero = self.zeros[k] = self.xp.zeros(view.shape, dtype=view.dtype)
-            grads[k] = zero
-        if len(grads) - len(missing) != sum([len(cfg.grads) for cfg in self.layers]):
-            return None
-        return grads
-
-    def new_epoch(self) -> None:
-        """Re-check the buffer at the next step: code run between epochs may replace parameters."""
-        self.checked = False
-
-    def step(self, lr: float, clip: float) -> None:
-        """Clip the stored gradients to global norm ``clip`` (0 = off), then ``w -= lr * g``.
-
-        Whether the parameters are still buffer views is checked at the first step after
-        construction or :meth:`new_epoch` (nothing inside an epoch replaces them).
-        """
-        if not self.checked:
-            self.checked = True
-            if not self._buffer_intact():  # parameters were replaced: rebuild the buffer
-                self._build()
-        if not self.entries:
-            return self._plain_step(lr, clip)
-        grads = self._gather()
-        if grads is None:
-            return self._plain_step(lr, clip)  # no parameters, or gradients of unknown arrays
-        # Persistent buffers: a fresh multi-MB array each step costs more in page faults than
-        # the arithmetic (784-392-10 at batch 1: ~700 of ~1000 us/step on a 2-core VM).
-        raw = self.net._backend.raw
-        if self.grad_buf is None or self.grad_buf.shape != self.flat.shape:
-            self.grad_buf, self.step_buf = raw.empty_like(self.flat), raw.empty_like(self.flat)
-        if clip <= 0:  # no norm to take: scale each gradient straight into the step buffer (no concat pass)
-            start = 0
-            for grad, (_, _, _, size) in zip(grads, self.entries, strict=True):
-                end = start + size
-                raw.multiply(grad.reshape(-1), lr, out=self.step_buf[start:end])
-                start = end
-            self.flat -= self.step_buf
-            self.last_grad = None  # cfg.grads already hold this step's (unclipped) gradients
-            return None
-        flat_grad = raw.concatenate(grads, axis=None, out=self.grad_buf)  # axis=None: flattened
-        norm = float(flat_grad @ flat_grad) ** 0.5
-        if norm > clip:
-            flat_grad *= clip / norm
-        self.flat -= raw.multiply(flat_grad, lr, out=self.step_buf)
-        self.last_grad = flat_grad
-        return None
-
-    def _plain_step(self, lr: float, clip: float) -> None:
-        net = self.net
-        if clip > 0:
-            clip_by_global_norm(net.gradients(), clip, self.xp)
-        net.update_weights(lr)
-        self.last_grad = None
-
-    def finish(self) -> None:
-        """Leave the (clipped) gradients of the last step in ``cfg.grads``, as the plain path does."""
-        flat_grad, xp = self.last_grad, self.xp
-        if flat_grad is None:
-            return
-        start = 0
-        for cfg, name, view, size in self.entries:
-            if name in cfg.grads:
-                cfg.grads[name] = xp.reshape(flat_grad[start : start + size], view.shape)
-            start += size
-
-
-def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> TrainingResult:
-    """Train ``net`` with LOOM's loop.
-
-    Parameters
-    ----------
-    net : Network
-    batches : list
-        ``TrainingBatch`` objects, ``{"Input": [...], "Target": [...]}`` dicts or
-        ``(input, target)`` pairs, used in this order every epoch.
-    config : TrainingConfig or dict, optional
-
-    Returns
-    -------
-    TrainingResult
-    """
-    cfg = _coerce_config(config)
+def _use_requested_backend(net: Network, cfg: TrainingConfig, config: Any) -> None:
+    """Move ``net`` to CuPy for ``use_gpu``, back to NumPy when a dict says ``UseGPU: false``."""
     if cfg.use_gpu and net.backend != "cupy":
         net.to_backend(resolve_backend("cupy"))
     elif (
@@ -353,126 +270,153 @@ def train_network(net: Any, batches: Iterable[Any], config: Any = None) -> Train
         and any(str(k).lower() in ("usegpu", "use_gpu") for k in config)
     ):
         net.to_backend("numpy")
+
+
+class _EpochClock(Callback):
+    """When the epoch started (for the verbose epoch line)."""
+
+    start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.start = time.perf_counter()
+
+
+class _LoomEpochEnd(Callback):
+    """LOOM's end of an epoch: loss history, best loss, verbose text, gradient statistics, validation."""
+
+    def __init__(
+        self, cfg: TrainingConfig, result: TrainingResult, reporter: LoomVerboseReporter | None, stepper: Stepper
+    ) -> None:
+        self.cfg, self.result, self.reporter, self.stepper = cfg, result, reporter, stepper
+        self.samples = 0
+        self.clock = _EpochClock()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        cfg, result, reporter = self.cfg, self.result, self.reporter
+        average = logs["loss"] if logs else math.nan
+        result.loss_history.append(average)
+        result.best_loss = min(result.best_loss, average)
+        if reporter is not None:
+            reporter.epoch(epoch, average, result.best_loss, time.perf_counter() - self.clock.start, self.samples)
+            if (epoch + 1) % 5 == 0:
+                self.stepper.export_gradients()
+                reporter.gradient_statistics(self.model)
+        if (
+            cfg.evaluate_every_n > 0
+            and (epoch + 1) % cfg.evaluate_every_n == 0
+            and cfg.validation_inputs is not None
+            and cfg.validation_targets is not None
+        ):
+            if reporter is not None:
+                reporter.validation_start()
+            result.eval_metrics = self.model.evaluate_network(cfg.validation_inputs, cfg.validation_targets)
+            if reporter is not None:
+                reporter.validation(result.eval_metrics)
+
+
+class _LoomBatchLines(Callback):
+    """``\rEpoch e/E - Batch b/B - Loss`` every ``every`` batches."""
+
+    def __init__(self, reporter: LoomVerboseReporter, batches: int, every: int) -> None:
+        self.reporter, self.batches, self.every = reporter, batches, every
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if (batch + 1) % self.every == 0 and logs is not None:
+            self.reporter.batch(logs["epoch"], batch, self.batches, logs["loss"])
+
+
+def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> TrainingResult:
+    """Train ``net`` with LOOM's loop.
+
+    Parameters
+    ----------
+    net : Network
+    batches : list
+        ``TrainingBatch`` objects, ``{"Input": [...], "Target": [...]}`` dicts or
+        ``(input, target)`` pairs, used in this order every epoch (unless ``shuffle``).
+    config : TrainingConfig or dict, optional
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    TrainingDivergedError
+        On a non-finite loss (unless ``raise_on_divergence=False``); the network keeps the
+        weights of its last finite step.
+    """
+    cfg = _coerce_config(config)
+    _use_requested_backend(net, cfg, config)
     data = _prepare_batches(net, batches)
-    xp = net.xp
     result = TrainingResult()
     if cfg.epochs == 0:
         return result
-    out = sys.stdout
     samples_per_epoch = sum(b for _, _, b in data)
-    if cfg.verbose:
-        out.write(
-            "\n=== Training Configuration ===\n"
-            f"Epochs: {cfg.epochs}\nLearning Rate: {cfg.learning_rate:.6f}\n"
-            f"Batches per Epoch: {len(data)}\nSamples per Epoch: {samples_per_epoch}\n"
-            f"Backend: {'GPU (CuPy)' if net.backend == 'cupy' else 'CPU'}\nLoss Function: {cfg.loss_type}\n\n"
+    reporter = LoomVerboseReporter(sys.stdout, cfg.epochs) if cfg.verbose else None
+    if reporter is not None:
+        reporter.configuration(
+            learning_rate=cfg.learning_rate,
+            batches=len(data),
+            samples=samples_per_epoch,
+            on_gpu=net.backend == "cupy",
+            loss_type=cfg.loss_type,
         )
-    progress = None
-    if _want_progress_bar(cfg):
-        from tqdm.auto import tqdm
+    batches_in_order = [(x, t, b, None) for x, t, b in data]
+    order_rng = np.random.default_rng(cfg.seed) if cfg.shuffle else None
 
-        progress = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr)
-    loss_type, lr, clip = cfg.loss_type, cfg.learning_rate, cfg.gradient_clip
-    print_batches = cfg.verbose or cfg.print_every_batch > 0
-    every = max(cfg.print_every_batch, 1)
+    def epoch_batches(epoch: int) -> list[tuple[Any, Any, int, Any]]:
+        if order_rng is None:
+            return batches_in_order
+        return [batches_in_order[i] for i in order_rng.permutation(len(batches_in_order))]
+
+    show_bar = cfg.progress_bar if cfg.progress_bar is not None else cfg.verbose and sys.stderr.isatty()
+    progress = ProgressBar(cfg.epochs) if show_bar else None
+    optimizer, schedule = cfg.make_optimizer(), cfg.make_schedule()
     start = time.perf_counter()
-    fused = FusedTrainer.for_network(net)
-    sgd = None if fused is not None else _FlatSGD(net)
-    ctx = net._training_context()  # reused by every step: configs do not change while training
-    try:
-        for epoch in range(cfg.epochs):
-            epoch_start = time.perf_counter()
-            if sgd is not None:
-                sgd.new_epoch()
-            total = 0.0
-            for b, (x, target, batch_size) in enumerate(data):
-                if fused is not None:  # forward, loss, backward and update in one compiled call
-                    loss = fused.step(x, target, batch_size, loss_type, lr, clip, cfg.raise_on_divergence)
-                else:
-                    y = net._forward(x, batch_size, ctx, input_grad=False)
-                    loss, grad = loss_and_grad(loss_type, y, target, xp)
-                if not math.isfinite(loss) and cfg.raise_on_divergence:
-                    raise TrainingDivergedError(
-                        f"training diverged: loss is {loss} at epoch {epoch + 1}, batch {b + 1} "
-                        "(lower the learning rate or set gradient_clip; raise_on_divergence=False continues)",
-                        epoch=epoch + 1,
-                        batch=b + 1,
-                    )
-                total += loss
-                if fused is None:
-                    net._backward(grad, False, sgd.layers)
-                    sgd.step(lr, clip)
-                if print_batches and (b + 1) % every == 0:
-                    out.write(f"\rEpoch {epoch + 1}/{cfg.epochs} - Batch {b + 1}/{len(data)} - Loss: {loss:.6f}")
-            avg = total / len(data)
-            result.loss_history.append(avg)
-            result.best_loss = min(result.best_loss, avg)
-            if cfg.verbose:
-                elapsed = time.perf_counter() - epoch_start
-                out.write(
-                    f"\rEpoch {epoch + 1}/{cfg.epochs} - Avg Loss: {avg:.6f} (Best: {result.best_loss:.6f}) - "
-                    f"Time: {go_duration(elapsed)} - "
-                    f"Throughput: {samples_per_epoch / max(elapsed, 1e-12):.0f} samples/sec\n"
+    with net.training_parameters() as flat:
+        stepper = Stepper(
+            net,
+            flat,
+            LossFunction(cfg.loss_type, "loom"),
+            optimizer,
+            gradient_clip=cfg.gradient_clip,
+            fused=fused_switch(cfg.fused),
+            guard=cfg.raise_on_divergence,
+        )
+        epoch_end = _LoomEpochEnd(cfg, result, reporter, stepper)
+        epoch_end.samples = samples_per_epoch
+        callbacks: list[Callback] = [epoch_end.clock, epoch_end] if reporter is not None else [epoch_end]
+        if cfg.print_every_batch > 0 or (reporter is not None and cfg.verbose):
+            callbacks.append(
+                _LoomBatchLines(
+                    reporter or LoomVerboseReporter(sys.stdout, cfg.epochs), len(data), max(cfg.print_every_batch, 1)
                 )
-                if (epoch + 1) % 5 == 0:
-                    if fused is not None:
-                        fused.export_grads()
-                    _print_gradient_stats(net, out)
-            if (
-                cfg.evaluate_every_n > 0
-                and (epoch + 1) % cfg.evaluate_every_n == 0
-                and cfg.validation_inputs is not None
-                and cfg.validation_targets is not None
-            ):
-                if cfg.verbose:
-                    out.write("\n  Running validation evaluation...\n")
-                result.eval_metrics = net.evaluate_network(cfg.validation_inputs, cfg.validation_targets)
-                if cfg.verbose:
-                    m = result.eval_metrics
-                    out.write(
-                        f"  Validation Score: {m.score:.2f}/100, Avg Deviation: {m.avg_deviation:.2f}%, "
-                        f"Failures: {m.failures}/{m.total_samples}\n"
-                    )
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{avg:.6f}")
-    finally:
-        if fused is not None:
-            fused.export_grads()
-            net._activations, net._tape = [], None  # the fused step records no layer-by-layer tape
-        else:
-            sgd.finish()
+            )
         if progress is not None:
-            progress.close()
-    net._backend.synchronize()
+            callbacks.append(progress)
+
+        def summarize(stats: EpochStats) -> dict[str, Any]:
+            return {"loss": stats.loss_sum / stats.batches, "learning_rate": stats.learning_rate}
+
+        try:
+            run_epochs(
+                net,
+                stepper,
+                epochs=cfg.epochs,
+                epoch_batches=epoch_batches,
+                learning_rate=schedule,
+                callbacks=callbacks,
+                summarize=summarize,
+            )
+        finally:
+            stepper.export_gradients()
+            if progress is not None:
+                progress.close()
+    net.array_backend.synchronize()
     result.total_time = time.perf_counter() - start
     result.final_loss = result.loss_history[-1]
     result.avg_throughput = samples_per_epoch * cfg.epochs / max(result.total_time, 1e-12)
-    if cfg.verbose:
-        out.write(
-            f"\n✓ Training Complete!\nFinal Loss: {result.final_loss:.6f}\nBest Loss: {result.best_loss:.6f}\n"
-            f"Total Time: {go_duration(result.total_time)}\n"
-            f"Average Throughput: {result.avg_throughput:.0f} samples/sec\n\n"
-        )
-        out.flush()
+    if reporter is not None:
+        reporter.complete(result)
     return result
-
-
-def _print_gradient_stats(net: Any, out: Any) -> None:
-    """LOOM's verbose "Gradient Statistics" block (kernel = every non-bias gradient of a layer)."""
-    kernel: list[tuple[int, list[Any]]] = []
-    bias_layers = 0
-    for i, top in enumerate(net.layers):
-        grads = [(name, g) for cfg in top.iter_layers() for name, g in cfg.grads.items()]
-        weights = [g for name, g in grads if "bias" not in name]
-        if weights:
-            kernel.append((i, weights))
-        bias_layers += any("bias" in name for name, _ in grads)
-    out.write(
-        f"  Gradient Statistics:\n    Total layers: {len(net.layers)}, Kernel grads: {len(kernel)}, "
-        f"Bias grads: {bias_layers}\n"
-    )
-    for i, grads in kernel:
-        flat = np.concatenate([to_numpy(g).reshape(-1).astype(np.float64) for g in grads])
-        norm = math.sqrt(float(flat @ flat))
-        out.write(f"    Layer {i}: norm={norm:.6f}, mean={float(flat.mean()):.6f}, size={flat.size}\n")

@@ -1,10 +1,20 @@
-"""Losses exactly as LOOM computes them, plus global-norm gradient clipping.
+"""Losses: LOOM's exactly as Go computes them, the batch-mean losses of ``fit``, and global-norm clipping.
 
-* MSE: ``mean((y - t)^2)`` (divisor ``len(y)``), gradient ``2 (y - t) / len(y)``.
-* Cross-entropy on probabilities: ``-sum(t * log(clip(y, 1e-7, 1 - 1e-7))) / len(y)``
-  over ``t > 0``; gradient ``-(t / max(y, 1e-7)) / len(y)`` where ``t > 0``.
+Two conventions, for a flat output ``y`` of ``B`` samples x ``O`` outputs and target ``t``:
 
-Loss values are returned as Python floats accumulated in float64, as LOOM does.
+* **LOOM** (``Network.train``, :func:`loss_and_grad`): everything is divided by ``len(y) = B * O``.
+  MSE ``sum((y - t)^2) / len(y)``, gradient ``2 (y - t) / len(y)``; cross-entropy on
+  probabilities ``-sum(t * log(clip(y, 1e-7, 1 - 1e-7))) / len(y)`` over ``t > 0``, gradient
+  ``-(t / max(y, 1e-7)) / len(y)`` where ``t > 0``.
+* **batch mean** (``Network.fit``, :func:`batch_loss_and_grad`): the mean over the ``B`` samples
+  of each sample's loss, as Keras and PyTorch (``reduction="mean"``) compute it. MSE is the
+  mean over samples and outputs (the same number as LOOM's); ``cross_entropy`` is
+  ``-sum(t * log(clip(y))) / B`` (LOOM's times ``O``: Keras' ``categorical_crossentropy``, PyTorch's
+  ``NLLLoss`` of ``log(y)``); ``binary_cross_entropy`` is
+  ``-mean(t log(p) + (1 - t) log(1 - p))`` with ``p = clip(y, 1e-7, 1 - 1e-7)`` (``BCELoss``).
+
+Loss values are returned as Python floats accumulated in float64, as LOOM does (the one host
+fetch of a training step).
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from typing import Any
 from loom.errors import ConfigError, ShapeError
 
 __all__ = [
+    "FIT_LOSS_TYPES",
     "LOSS_TYPES",
+    "batch_loss_and_grad",
     "clip_by_global_norm",
     "cross_entropy_grad",
     "cross_entropy_loss",
@@ -27,25 +39,36 @@ __all__ = [
     "normalize_loss_type",
 ]
 
+#: Losses of LOOM's ``train``.
 LOSS_TYPES = ("mse", "cross_entropy")
+#: Losses of ``fit`` (batch-mean convention).
+FIT_LOSS_TYPES = ("mse", "cross_entropy", "binary_cross_entropy")
 _LOSS_ALIASES = {
     "": "mse",
     "mse": "mse",
+    "mean_squared_error": "mse",
     "cross_entropy": "cross_entropy",
     "crossentropy": "cross_entropy",
+    "categorical_crossentropy": "cross_entropy",
+    "categorical_cross_entropy": "cross_entropy",
+    "sparse_categorical_crossentropy": "cross_entropy",
     "ce": "cross_entropy",
+    "binary_cross_entropy": "binary_cross_entropy",
+    "binary_crossentropy": "binary_cross_entropy",
+    "bce": "binary_cross_entropy",
 }
 _CE_EPS = 1e-7
 
 
-def normalize_loss_type(name: Any, path: str = "LossType") -> str:
-    """Canonical loss name; an unknown name is a ``ConfigError`` (Go silently uses MSE)."""
+def normalize_loss_type(name: Any, path: str = "LossType", accepted: tuple[str, ...] = LOSS_TYPES) -> str:
+    """Canonical loss name out of ``accepted``; an unknown name is a ``ConfigError`` (Go silently uses MSE)."""
     key = "" if name is None else str(name).strip().lower()
-    if key in _LOSS_ALIASES:
+    if _LOSS_ALIASES.get(key) in accepted:
         return _LOSS_ALIASES[key]
-    hint = difflib.get_close_matches(key, list(_LOSS_ALIASES), n=1)
+    names = [alias for alias, canonical in _LOSS_ALIASES.items() if alias and canonical in accepted]
+    hint = difflib.get_close_matches(key, names, n=1)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-    raise ConfigError(f"{path}: unknown loss type {name!r}{did_you_mean}; expected one of {list(LOSS_TYPES)}")
+    raise ConfigError(f"{path}: unknown loss type {name!r}{did_you_mean}; expected one of {list(accepted)}")
 
 
 def _check(y: Any, t: Any) -> None:
@@ -92,6 +115,35 @@ def loss_and_grad(loss_type: str, y: Any, t: Any, xp: Any) -> tuple[float, Any]:
     d64 = diff.astype(xp.float64)  # the array method: no array-api-compat wrapper call
     n = y.shape[0]
     return float(d64 @ d64) / n, diff * (2.0 / n)  # = mse_loss, mse_grad with one subtraction
+
+
+def batch_loss_and_grad(loss_type: str, y: Any, t: Any, batch: int, xp: Any) -> tuple[float, Any]:
+    """Batch-mean loss value and its gradient w.r.t. ``y`` (``fit``'s convention, see the module docstring).
+
+    Parameters
+    ----------
+    loss_type : str
+        ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"`` (canonical names).
+    y, t : array ``[batch * outputs]``
+        Flat output and target.
+    batch : int
+        Samples in ``y``.
+    """
+    if y.shape != t.shape:
+        _check(y, t)
+    if loss_type == "cross_entropy":
+        p = xp.clip(xp.astype(y, xp.float64), _CE_EPS, 1.0 - _CE_EPS)
+        t64 = xp.astype(t, xp.float64)
+        loss = -float(xp.sum(xp.where(t64 > 0, t64 * xp.log(p), xp.zeros_like(p)))) / batch
+        grad = xp.where(t > 0, -(t / xp.maximum(y, _CE_EPS)) * (1.0 / batch), xp.zeros_like(y))
+        return loss, grad
+    n = y.shape[0]
+    if loss_type == "binary_cross_entropy":
+        p = xp.clip(y, _CE_EPS, 1.0 - _CE_EPS)
+        p64, t64 = xp.astype(p, xp.float64), xp.astype(t, xp.float64)
+        loss = -float(xp.sum(t64 * xp.log(p64) + (1.0 - t64) * xp.log(1.0 - p64))) / n
+        return loss, (p - t) / (p * (1.0 - p)) * (1.0 / n)
+    return loss_and_grad("mse", y, t, xp)
 
 
 def global_norm(grads: Iterable[Any], xp: Any) -> float:
