@@ -20,7 +20,6 @@ import pytest
 
 import loom
 from loom import cli
-from loom.nn import cli as training_cli
 from tests.conftest import REPO_ROOT, shared_root
 
 MOONS_NET = {
