@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from loom.errors import ChatTemplateError
+
 __all__ = ["compile_chat_template", "render_chat_template"]
 
 # Names a message's reasoning may arrive under; templates read the first (as transformers aliases them).
@@ -82,13 +84,14 @@ def compile_chat_template(template: str) -> Any:
     ------
     ImportError
         When ``jinja2`` is not installed.
-    jinja2.TemplateSyntaxError
+    ChatTemplateError
         When the template does not parse.
     """
     try:
         import jinja2
         import jinja2.ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        from loom.llm.template_sandbox import BoundedSandbox
     except ImportError as exc:  # pragma: no cover - jinja2 is a test dependency
         raise ImportError("rendering a chat template needs jinja2: pip install 'loom-nn[llm]'") from exc
 
@@ -151,15 +154,18 @@ def compile_chat_template(template: str) -> Any:
                     f"chat templates cannot store underscore-prefixed attributes ({name!r})"
                 )
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols]
-    )
-    env.filters["tojson"] = tojson
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = env.bounded_filter("tojson", tojson)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     env.globals["dict"] = TemplateDict()
     env.globals["namespace"] = TemplateNamespace
-    return env.from_string(template)
+    if not isinstance(template, str):
+        raise ChatTemplateError(f"chat template: expected Jinja source text, got {type(template).__name__}")
+    try:
+        return env.compile_template(template)
+    except jinja2.TemplateError as exc:
+        raise ChatTemplateError(f"chat template: cannot compile the template: {type(exc).__name__}: {exc}") from exc
 
 
 def render_chat_template(
@@ -206,9 +212,9 @@ def render_chat_template(
     'Hi'
     """
     if not messages:
-        raise ValueError("cannot apply a chat template to an empty conversation")
+        raise ChatTemplateError("cannot apply a chat template to an empty conversation")
     if continue_final_message and add_generation_prompt:
-        raise ValueError(
+        raise ChatTemplateError(
             "continue_final_message and add_generation_prompt are not compatible; pass "
             "add_generation_prompt=False to continue the final message"
         )
@@ -219,20 +225,31 @@ def render_chat_template(
         field = continue_final_message if isinstance(continue_final_message, str) else "content"
         final_text = chat[-1].get(field)
         if not isinstance(final_text, str):
-            raise ValueError(f'continue_final_message: the final message has no text "{field}"')
+            raise ChatTemplateError(f'continue_final_message: the final message has no text "{field}"')
         chat[-1][field] = final_text + _CONTINUE_TAG
     variables = {**dict(special_tokens or {}), **template_kwargs}
-    rendered = compile_chat_template(template).render(
-        messages=chat,
-        tools=_plain_template_data(list(tools) if tools is not None else None),
-        documents=_plain_template_data(list(documents) if documents is not None else None),
-        add_generation_prompt=add_generation_prompt,
-        **_plain_template_data(variables),
-    )
+    compiled = compile_chat_template(template)
+    from loom.llm.template_sandbox import render_bounded
+
+    try:
+        rendered = render_bounded(
+            compiled,
+            {
+                "messages": chat,
+                "tools": _plain_template_data(list(tools) if tools is not None else None),
+                "documents": _plain_template_data(list(documents) if documents is not None else None),
+                "add_generation_prompt": add_generation_prompt,
+                **_plain_template_data(variables),
+            },
+        )
+    except ChatTemplateError:
+        raise
+    except Exception as exc:  # the template is untrusted code: whatever it raises is its failure
+        raise ChatTemplateError(f"chat template: rendering failed: {type(exc).__name__}: {exc}") from exc
     if continue_final_message:
         tag_at = rendered.rfind(_CONTINUE_TAG.strip())
         if tag_at < 0 or final_text.strip() not in rendered:
-            raise ValueError("continue_final_message: the template dropped the final message, cannot continue it")
+            raise ChatTemplateError("continue_final_message: the template dropped the final message; cannot continue")
         if rendered[tag_at : tag_at + len(_CONTINUE_TAG)] == _CONTINUE_TAG:
             rendered = rendered[:tag_at]
         else:

@@ -23,6 +23,7 @@ import numpy as np
 
 from loom.backend import Backend, resolve_backend, to_numpy
 from loom.errors import ConfigError, LoomError, ShapeError
+from loom.nn import batch_validation
 from loom.nn.builder import assign_paths, infer_sizes, parse_config_text, parse_network_config
 from loom.nn.introspection import IntrospectionMixin
 from loom.nn.layer_config import LayerConfig
@@ -214,21 +215,31 @@ class Network(IntrospectionMixin):
         return sum(cfg.num_parameters() for cfg in self.layers)
 
     # ------------------------------------------------------------------ forward / backward
-    def _as_input(self, x: Any) -> tuple[Any, int, bool]:
-        """Flat backend vector, batch size, and whether the caller passed 2-D."""
+    def _as_input(self, x: Any, what: str = "input", *, check_finite: bool = False) -> tuple[Any, int, bool]:
+        """Flat backend vector, batch size, and whether the caller passed 2-D.
+
+        ``check_finite``: a NaN / infinite value is a ``ShapeError`` naming its sample and position.
+        """
         backend = self._backend
         if not (
             hasattr(x, "shape") and type(x).__module__.split(".")[0] == backend.name and x.dtype == backend.float_dtype
         ):
+            if isinstance(x, str | bytes | dict) or x is None:
+                kind = type(x).__name__
+                raise ShapeError(f"{what}: expected a flat or [batch, features] array of numbers, got {kind}")
             try:
                 x = backend.asarray(x)
-            except (TypeError, ValueError) as exc:
-                raise ShapeError(f"input: expected a flat or [batch, features] array of numbers ({exc})") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ShapeError(f"{what}: expected a flat or [batch, features] array of numbers ({exc})") from exc
         if x.ndim == 2:
-            return x.reshape(-1), int(x.shape[0]), True
-        if x.ndim != 1:
-            raise ShapeError(f"input: expected a flat vector or a [batch, features] matrix, got shape {tuple(x.shape)}")
-        return x, self.batch_size, False
+            flat, batch, two_d = x.reshape(-1), int(x.shape[0]), True
+        elif x.ndim == 1:
+            flat, batch, two_d = x, self.batch_size, False
+        else:
+            raise ShapeError(f"{what}: expected a flat vector or a [batch, features] matrix, got shape {x.shape}")
+        if check_finite:
+            batch_validation.check_finite(flat, batch, what)
+        return flat, batch, two_d
 
     def _training_context(self) -> ForwardContext:
         """A forward context reused by every step of one ``train`` call (with a config memo)."""
@@ -321,7 +332,7 @@ class Network(IntrospectionMixin):
         extra = pending.pop(0, None)
         return grad if extra is None or grad is None else grad + extra
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any, *, check_finite: bool = True) -> Any:
         """Run the network.
 
         Parameters
@@ -329,13 +340,17 @@ class Network(IntrospectionMixin):
         x : array-like
             Flat input of ``batch_size * input_size`` values (LOOM's layout) or a
             2-D ``[batch, features]`` array (any batch count).
+        check_finite : bool
+            Reject NaN / infinite inputs with a ``ShapeError`` naming the sample and
+            position (default). The check is one reduction over ``x``; pass False to skip
+            it in hot loops whose inputs are known to be finite.
 
         Returns
         -------
         array
             Backend array; flat for a flat input, ``[batch, out]`` for a 2-D input.
         """
-        flat, batch, two_d = self._as_input(x)
+        flat, batch, two_d = self._as_input(x, check_finite=check_finite)
         y = self._forward(flat, batch)
         return y.reshape(batch, -1) if two_d else y
 
@@ -555,7 +570,7 @@ def network_from_layers(
 ) -> Network:
     """A 1 x 1 x N network from layer configs (sizes inferred, weights initialised)."""
     assign_paths(layers)
-    infer_sizes(layers, input_size)
+    infer_sizes(layers, input_size, batch_size)
     net = Network(1, 1, len(layers), layers, batch_size=batch_size, input_size=input_size, backend=backend)
     net.initialize_weights(seed)
     return net

@@ -20,6 +20,7 @@ import numpy as np
 
 from loom.backend import resolve_backend, to_numpy
 from loom.errors import ConfigError, ShapeError, TrainingDivergedError
+from loom.nn import batch_validation
 from loom.nn.fused import FusedTrainer
 from loom.ops.losses import clip_by_global_norm, loss_and_grad, normalize_loss_type
 
@@ -185,11 +186,8 @@ def _coerce_config(config: Any) -> TrainingConfig:
 
 def _prepare_batches(net: Any, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
     prepared = []
-    for i, item in enumerate(batches):
-        batch = TrainingBatch.coerce(item, i)
-        x, batch_size, _ = net._as_input(batch.input)
-        target, _, _ = net._as_input(batch.target)
-        prepared.append((x, target, batch_size))
+    for i, item in enumerate(batch_validation.training_items(batches)):
+        prepared.append(batch_validation.prepare_batch(net, TrainingBatch.coerce(item, i), i))
     if not prepared:
         raise ShapeError("batches: expected at least one training batch, got none")
     return prepared

@@ -90,6 +90,10 @@ class MultiHeadAttentionKind(LayerKind):
             return in_features
         return cfg.seq_length * cfg.d_model if cfg.seq_length > 0 else None
 
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        tokens = (in_features or cfg.seq_length * cfg.d_model) // cfg.d_model
+        return 10 * tokens * cfg.d_model + 2 * cfg.num_heads * tokens * tokens  # projections, RoPE, scores
+
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"d_model": cfg.d_model, "num_heads": cfg.num_heads, "seq_length": cfg.seq_length}
         if cfg.num_kv_heads:

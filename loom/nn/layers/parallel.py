@@ -216,6 +216,14 @@ class ParallelKind(LayerKind):
             return known[0][1] if len(known) == len(sizes) else None
         return None if any(s is None for s in sizes) else sum(sizes)
 
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        total = 2 * (out_features or 0)
+        for i, branch in enumerate(cfg.branches):
+            kind = kind_for(branch.type)
+            branch_out = kind.infer(branch, in_features, f"{cfg.path}.branches[{i}]")  # sizes are filled: no change
+            total += kind.work_size(branch, in_features, branch_out)
+        return total
+
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {
             "combine_mode": cfg.combine_mode,

@@ -24,6 +24,7 @@ from loom.nn.layers.base import (
     ForwardContext,
     LayerKind,
     add_grad,
+    float32_vector,
     register_kind,
     spec_bool,
     spec_int,
@@ -71,6 +72,9 @@ class _RecurrentKind(LayerKind):
                 "top-level input_size / a previous layer with a known output size)"
             )
         return cfg.seq_length * cfg.hidden_size if cfg.seq_length > 0 else None
+
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        return 10 * (cfg.seq_length + 1) * cfg.hidden_size  # states, gates and outputs
 
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {
@@ -229,18 +233,18 @@ class LSTMKind(_RecurrentKind):
 
     def import_weights(self, cfg: LayerConfig, weights: dict[str, Any], path: str) -> dict[str, np.ndarray]:
         n_in, hidden = cfg.input_size, cfg.hidden_size
+        checked: dict[str, np.ndarray] = {}
         for gate in LSTM_GATES:
-            for name, size in (
-                (f"weight_i{gate}", hidden * n_in),
-                (f"weight_h{gate}", hidden * hidden),
-                (f"bias_{gate}", hidden),
+            for name, shape in (
+                (f"weight_i{gate}", (hidden, n_in)),
+                (f"weight_h{gate}", (hidden, hidden)),
+                (f"bias_{gate}", (hidden,)),
             ):
                 values = weights.get(name)
                 if values is None:
                     raise ModelFormatError(f"{path}: weights: missing array {name!r} for an lstm layer")
-                if np.size(values) != size:
-                    raise ModelFormatError(f"{path}: weights.{name}: expected {size} values, got {np.size(values)}")
-        return fuse_lstm_weights(weights, n_in, hidden)
+                checked[name] = float32_vector(values, shape, f"{path}: weights.{name}")
+        return fuse_lstm_weights(checked, n_in, hidden)
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
         batch, xp, params = ctx.batch_size, ctx.xp, cfg.params
