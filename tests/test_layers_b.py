@@ -414,7 +414,8 @@ def test_branches_train_and_take_no_residual(backend):
                 "branches": [_DENSE, _DENSE],
                 "grid_positions": [{"branch_index": 0}, {"branch_index": 0, "target_row": 1}],
             },
-            r"layers\[0\]\.grid_positions\[1\]\.branch_index: branch 0 already has a position",
+            r"layers\[0\]\.grid_positions\[1\]\.branch_index: expected one position per branch, got a second "
+            r"one for branch 0",
         ),
         (
             {

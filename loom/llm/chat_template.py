@@ -215,7 +215,7 @@ def render_chat_template(
         raise ChatTemplateError("cannot apply a chat template to an empty conversation")
     if continue_final_message and add_generation_prompt:
         raise ChatTemplateError(
-            "continue_final_message and add_generation_prompt are not compatible; pass "
+            "continue_final_message cannot be combined with add_generation_prompt; pass "
             "add_generation_prompt=False to continue the final message"
         )
     chat = [{key: value for key, value in dict(message).items() if value is not None} for message in messages]

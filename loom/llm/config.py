@@ -331,7 +331,7 @@ class _Fields:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_SIZE:
             raise ModelFormatError(
-                f"{self.source}: '{key}' must be a positive integer (at most {_MAX_SIZE}), got {value!r}"
+                f"{self.source}: '{key}' must be a positive integer (at most {_MAX_SIZE}), got {value!r:.80}"
             )
         return value
 
@@ -346,13 +346,13 @@ class _Fields:
 def positive_number(value: Any, where: str, *, minimum: float = 0.0) -> float:
     """``value`` as a finite float ``> minimum``; ``ModelFormatError`` naming ``where`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ModelFormatError(f"{where} must be a number, got {value!r}")
+        raise ModelFormatError(f"{where} must be a number, got {value!r:.80}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not (math.isfinite(number) and number > minimum):
-        raise ModelFormatError(f"{where} must be a finite number > {minimum:g}, got {value!r}")
+        raise ModelFormatError(f"{where} must be a finite number > {minimum:g}, got {value!r:.80}")
     return number
 
 
@@ -378,7 +378,7 @@ def _detect_model_type(config: Mapping[str, Any], source: str) -> str:
 
 def _divide(a: int, b: int, source: str, name_a: str, name_b: str) -> int:
     if a % b:
-        raise ModelFormatError(f"{source}: {name_a} ({a}) is not divisible by {name_b} ({b})")
+        raise ModelFormatError(f"{source}: {name_a} ({a}) must be divisible by {name_b} ({b})")
     return a // b
 
 
@@ -397,7 +397,7 @@ def _rope_config(f: _Fields, head_dim: int, max_pos: int) -> RopeConfig:
         raise ModelFormatError(f"{f.source}: 'rope_parameters' must be an object, got {params!r}")
     if any(isinstance(v, Mapping) for v in params.values()):
         raise ModelFormatError(f"{f.source}: per-layer-type rope_parameters are not supported")
-    params = dict(params)
+    params = {key: value for key, value in params.items() if value is not None}  # null = absent, as in HF
     rope_type = params.pop("rope_type", None) or params.pop("type", None) or "default"
     params.pop("type", None)
     if rope_type not in _ROPE_TYPES:

@@ -240,7 +240,8 @@ def _fast_reader_class(gguf: Any) -> type:
         def _get_tensor_info_field(self, orig_offs):  # type: ignore[override]
             n_dims = self._get(orig_offs + 8 + int(self._get(orig_offs, np.uint64)[0]), np.uint32)
             if int(n_dims[0]) > _GGML_MAX_DIMS:
-                raise ValueError(f"tensor info at byte {orig_offs} has {int(n_dims[0])} dimensions (at most 4)")
+                found = int(n_dims[0])
+                raise ValueError(f"tensor info at byte {orig_offs}: expected at most 4 dimensions, got {found}")
             return super()._get_tensor_info_field(orig_offs)
 
         def _build_tensors(self, start_offs, fields):  # type: ignore[override]
@@ -255,7 +256,7 @@ def _fast_reader_class(gguf: Any) -> type:
                     raise ValueError(f"tensor {name!r} has unknown type {int(raw_dtype[0])}") from None
                 elements = math.prod(int(d) for d in dims)
                 if elements % block:
-                    raise ValueError(f"tensor {name!r}: {elements} values are not whole {kind.name} blocks of {block}")
+                    raise ValueError(f"tensor {name!r}: expected whole {kind.name} blocks of {block}, got {elements}")
                 start, nbytes = int(start_offs) + int(offset[0]), elements // block * type_size
                 if start + nbytes > size:
                     raise ValueError(
@@ -278,7 +279,7 @@ def _open_reader(path: Path) -> Any:
     try:
         return _fast_reader_class(gguf)(path)
     except Exception as exc:  # GGUFReader raises ValueError / IndexError / KeyError on bad data
-        raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({size} bytes): {exc}") from exc
+        raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({size} bytes, invalid): {exc}") from exc
 
 
 def _scalar(value: Any, value_type: Any, gguf: Any) -> Any:
@@ -323,7 +324,7 @@ def _reader_metadata(reader: Any, path: Path) -> dict[str, Any]:
         try:
             metadata[key] = _field_value(reader_field, gguf)
         except Exception as exc:
-            raise ModelFormatError(f"{path}: unreadable GGUF metadata key {key!r}: {exc}") from exc
+            raise ModelFormatError(f"{path}: cannot read GGUF metadata key {key!r}: {exc}") from exc
     return metadata
 
 
@@ -559,7 +560,7 @@ def load_gguf(path: str | os.PathLike[str]) -> GGUFModel:
         )
     reader_tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in reader_tensors:
-        raise ModelFormatError(f"{path}: GGUF file has no token_embd.weight tensor")
+        raise ModelFormatError(f"{path}: GGUF file is missing the token_embd.weight tensor")
     vocab_size = int(reader_tensors["token_embd.weight"].shape[-1])
     if model_type == "llama":
         config = _llama_config(metadata, arch, vocab_size, path)

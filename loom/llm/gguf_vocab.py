@@ -217,7 +217,7 @@ def _parse_merges(merges: Sequence[str], source: str) -> list[tuple[str, str]]:
         left, sep, right = merge.partition(" ")
         if not sep or not left or not right:
             raise ModelFormatError(
-                f"{source}: tokenizer.ggml.merges[{index}] = {merge!r} is not two tokens separated by one space"
+                f"{source}: tokenizer.ggml.merges[{index}]: expected two tokens separated by one space, got {merge!r}"
             )
         pairs.append((left, right))
     return pairs
@@ -349,8 +349,7 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
     _check_list(token_types, "token_type", int, "integers", source)
     if len(token_types) != n_tokens:
         raise ModelFormatError(
-            f"{source}: tokenizer.ggml.token_type has {len(token_types)} entries but "
-            f"tokenizer.ggml.tokens has {n_tokens}"
+            f"{source}: tokenizer.ggml.token_type: expected {n_tokens} entries (one per token), got {len(token_types)}"
         )
 
     def token_of(key: str) -> tuple[str | None, int | None]:
@@ -402,7 +401,7 @@ def _backend_for(
     n_tokens = len(tokens)
     if model == "gpt2":
         if not isinstance(raw_merges, list):
-            raise ModelFormatError(f"{source}: byte-level BPE vocabulary without tokenizer.ggml.merges")
+            raise ModelFormatError(f"{source}: missing tokenizer.ggml.merges (required by a byte-level BPE vocabulary)")
         spec = _pre_tokenizer_spec(metadata.get("tokenizer.ggml.pre"), source)
         backend = _byte_level_backend(tokens, token_types, _parse_merges(raw_merges, source), spec)
         default_add_bos = spec.add_bos
@@ -411,8 +410,10 @@ def _backend_for(
             merges = _parse_merges(raw_merges, source)
         else:
             scores = metadata.get("tokenizer.ggml.scores")
-            if not isinstance(scores, list) or len(scores) != n_tokens or not all(
-                isinstance(v, int | float) for v in scores
+            if (
+                not isinstance(scores, list)
+                or len(scores) != n_tokens
+                or not all(isinstance(v, int | float) for v in scores)
             ):
                 raise ModelFormatError(
                     f"{source}: SentencePiece vocabulary needs tokenizer.ggml.scores "

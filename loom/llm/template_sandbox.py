@@ -266,7 +266,7 @@ def _bounded_range(*args: Any) -> range:
     _check_ints(args, "range()")
     result = range(*args)
     if len(result) > MAX_RANGE:
-        raise ChatTemplateError(f"chat template: range() of {len(result):,} items; at most {MAX_RANGE:,} are allowed")
+        raise ChatTemplateError(f"chat template: range() of {len(result):,} items; more than the limit {MAX_RANGE:,}")
     return result
 
 

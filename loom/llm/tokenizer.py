@@ -333,7 +333,7 @@ class Tokenizer:
         if len(self._chat_templates) == 1:
             return next(iter(self._chat_templates.values()))
         raise ModelFormatError(
-            f"{self.source}: the tokenizer has no chat template (tokenizer_config.json "
+            f"{self.source}: missing chat template (expected one in tokenizer_config.json "
             "'chat_template', chat_template.jinja or GGUF tokenizer.chat_template); pass "
             "chat_template=... explicitly"
         )
@@ -396,7 +396,7 @@ def _read_text_file(path: Path) -> str:
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{path}: not UTF-8 text ({exc})") from exc
+        raise ModelFormatError(f"{path}: expected UTF-8 text ({exc})") from exc
 
 
 def _read_json_file(path: Path) -> Any:
@@ -465,7 +465,7 @@ def _load_model_directory(directory: Path) -> Tokenizer:
         if len(gguf_files) == 1:
             return _load_gguf(gguf_files[0])
         raise ModelFormatError(
-            f"{directory}: no tokenizer.json (loom reads Hugging Face fast-tokenizer files or a .gguf file)"
+            f"{directory}: missing tokenizer.json (loom reads Hugging Face fast-tokenizer files or a .gguf file)"
         )
     backend = _backend_from_json_text(_read_text_file(tokenizer_file), str(tokenizer_file))
 
@@ -537,7 +537,7 @@ def load_tokenizer_from_bytes(data: bytes | bytearray | memoryview | str) -> Tok
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"<tokenizer bytes>: neither UTF-8 tokenizer JSON nor a GGUF file ({exc})") from exc
+        raise ModelFormatError(f"<tokenizer bytes>: expected UTF-8 tokenizer JSON or a GGUF file ({exc})") from exc
     return Tokenizer(_backend_from_json_text(text, "<tokenizer bytes>"), source="<tokenizer bytes>")
 
 

@@ -240,7 +240,9 @@ def open_safetensors_dir(folder: str | Path) -> Mapping[str, np.ndarray]:
     single = folder / "model.safetensors"
     paths = [single] if single.is_file() else sorted(folder.glob("*.safetensors"))
     if not paths:
-        raise ModelFormatError(f"{folder}: no model.safetensors, model.safetensors.index.json or *.safetensors file")
+        raise ModelFormatError(
+            f"{folder}: no model.safetensors (expected it, model.safetensors.index.json or *.safetensors files)"
+        )
     if len(paths) == 1:
         return SafetensorsFile(paths[0])
     return _ShardedTensors([SafetensorsFile(p) for p in paths])

@@ -3,9 +3,8 @@
 One job: turn hostile data into a :class:`~loom.errors.ShapeError` that names the batch,
 the sample and the position, before any arithmetic runs on it.
 
-* :func:`check_finite` - a NaN or infinite value in an input or a target. The fast path is
-  one dot product (``x @ x`` is finite iff every value is, unless it overflows, in which
-  case the exact element-wise check decides), so a forward pass pays one reduction.
+* :func:`check_finite` - a NaN or infinite value in an input or a target: one element-wise
+  test and one reduction per forward pass (``forward(x, check_finite=False)`` skips it).
 * :func:`training_items` - ``train(None)``, ``train(5)``, ``train("abc")``, a single dict:
   the batches argument must be an iterable of batches.
 * :func:`prepare_batch` - one batch (a ``TrainingBatch``, a ``{"Input", "Target"}`` dict or
@@ -15,9 +14,10 @@ the sample and the position, before any arithmetic runs on it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 from loom.backend import to_numpy
 from loom.errors import ShapeError
@@ -25,7 +25,7 @@ from loom.errors import ShapeError
 __all__ = ["check_finite", "prepare_batch", "training_items"]
 
 
-def check_finite(x: Any, batch: int, what: str) -> None:
+def check_finite(x: Any, batch: int, what: str, raw: Any) -> None:
     """Raise ``ShapeError`` naming the sample and position of the first NaN / infinite value.
 
     Parameters
@@ -36,15 +36,13 @@ def check_finite(x: Any, batch: int, what: str) -> None:
         Samples in ``x`` (positions are counted within a sample).
     what : str
         Name of the data in the message (``"input"``, ``"batches[3].target"``).
+    raw : module
+        ``numpy`` or ``cupy`` (the backend's raw module): one element-wise test, one reduction.
     """
-    if x.shape[0] == 0 or math.isfinite(float(x @ x)):
+    if bool(raw.isfinite(x).all()):
         return
     values = to_numpy(x).reshape(-1)
-    finite = values == values
-    finite &= (values != float("inf")) & (values != float("-inf"))
-    if finite.all():
-        return  # x @ x only overflowed
-    index = int(finite.argmin())
+    index = int(np.isfinite(values).argmin())
     per_sample = values.shape[0] // batch if batch > 0 and values.shape[0] % batch == 0 else values.shape[0]
     sample, position = divmod(index, per_sample)
     raise ShapeError(

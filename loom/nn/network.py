@@ -228,7 +228,8 @@ class Network(IntrospectionMixin):
                 kind = type(x).__name__
                 raise ShapeError(f"{what}: expected a flat or [batch, features] array of numbers, got {kind}")
             try:
-                x = backend.asarray(x)
+                with np.errstate(over="ignore"):  # beyond float32: inf, reported by the finite check
+                    x = backend.asarray(x)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise ShapeError(f"{what}: expected a flat or [batch, features] array of numbers ({exc})") from exc
         if x.ndim == 2:
@@ -238,7 +239,7 @@ class Network(IntrospectionMixin):
         else:
             raise ShapeError(f"{what}: expected a flat vector or a [batch, features] matrix, got shape {x.shape}")
         if check_finite:
-            batch_validation.check_finite(flat, batch, what)
+            batch_validation.check_finite(flat, batch, what, backend.raw)
         return flat, batch, two_d
 
     def _training_context(self) -> ForwardContext:

@@ -246,7 +246,7 @@ def test_chat_template_continue_final_message(tiny_dir: Path, tmp_path: Path) ->
 
 def test_missing_chat_template_is_a_clear_error(tokenizer: Tokenizer) -> None:
     assert tokenizer.chat_template is None
-    with pytest.raises(ModelFormatError, match="no chat template"):
+    with pytest.raises(ModelFormatError, match="missing chat template"):
         tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
 
 
@@ -275,7 +275,7 @@ def test_json_that_is_not_a_tokenizer(tmp_path: Path) -> None:
 
 
 def test_directory_without_tokenizer(tmp_path: Path) -> None:
-    with pytest.raises(ModelFormatError, match=r"no tokenizer\.json"):
+    with pytest.raises(ModelFormatError, match=r"missing tokenizer\.json"):
         load_tokenizer(tmp_path)
 
 
@@ -287,7 +287,7 @@ def test_bad_tokenizer_config_names_the_file(tiny_dir: Path, tmp_path: Path) -> 
 
 
 def test_bytes_that_are_neither_json_nor_gguf() -> None:
-    with pytest.raises(ModelFormatError, match="neither UTF-8 tokenizer JSON nor a GGUF"):
+    with pytest.raises(ModelFormatError, match="expected UTF-8 tokenizer JSON or a GGUF file"):
         load_tokenizer_from_bytes(b"\xff\xfe\x00garbage")
 
 

@@ -73,7 +73,8 @@ class MultiHeadAttentionKind(LayerKind):
             cfg.head_dim = cfg.d_model // cfg.num_heads  # Go: integer division
         if cfg.head_dim <= 0 or cfg.num_heads * cfg.head_dim > cfg.d_model:
             raise ConfigError(
-                f"{path}.num_heads: {cfg.num_heads} heads of size {cfg.head_dim} do not fit d_model {cfg.d_model}"
+                f"{path}.num_heads: expected num_heads x head_dim <= d_model {cfg.d_model} (and head_dim >= 1), "
+                f"got {cfg.num_heads} heads of size {cfg.head_dim}"
             )
         if cfg.num_heads % _kv_heads(cfg):
             raise ConfigError(

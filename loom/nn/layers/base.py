@@ -204,22 +204,22 @@ def spec_int(spec: dict[str, Any], key: str, path: str, default: int = 0) -> int
         or not isinstance(value, int | float)
         or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
     ):
-        raise ConfigError(f"{path}.{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{path}.{key}: expected an integer, got {value!r:.80}")
     if not 0 <= value <= MAX_FIELD_INT:
-        raise ConfigError(f"{path}.{key}: expected an integer in 0..{MAX_FIELD_INT}, got {value!r}")
+        raise ConfigError(f"{path}.{key}: expected an integer in 0..{MAX_FIELD_INT}, got {value!r:.80}")
     return int(value)
 
 
 def finite_float32(value: Any, where: str) -> float:
     """``value`` (a JSON number) as a float32-representable finite float; ``ConfigError`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {value!r:.80}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
-        raise ConfigError(f"{where}: expected a finite float32 number, got {value!r}")
+        raise ConfigError(f"{where}: expected a finite float32 number, got {value!r:.80}")
     return float(np.float32(number))
 
 
@@ -237,7 +237,7 @@ def spec_bool(spec: dict[str, Any], key: str, path: str, default: bool = False) 
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ConfigError(f"{path}.{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{path}.{key}: expected true or false, got {value!r:.80}")
     return value
 
 
@@ -261,7 +261,17 @@ def float32_vector(values: Any, shape: tuple[int, ...], where: str) -> np.ndarra
     except (ValueError, TypeError, OverflowError):
         wide = None
     if wide is None or wide.ndim != 1 or wide.dtype.kind not in "fiu":
-        raise ModelFormatError(f"{where}: expected a flat list of {expected} numbers")
+        index, bad = next(
+            (
+                (i, v)
+                for i, v in enumerate(values)
+                if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, int) and abs(v) > 2**63)
+            ),
+            (0, values[0] if len(values) else None),
+        )
+        raise ModelFormatError(
+            f"{where}: expected a flat list of {expected} numbers, got {type(bad).__name__} {bad!r:.40} at {index}"
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         flat = wide.astype(np.float32)
     finite = np.isfinite(flat)

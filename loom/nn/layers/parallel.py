@@ -126,8 +126,8 @@ def grid_cell_order(cfg: LayerConfig, path: str | None = None) -> list[int]:
                 raise ConfigError(f"{where}.{name}: {value} is outside 0..{limit - 1}")
         if pos.branch_index in placed:
             raise ConfigError(
-                f"{where}.branch_index: branch {pos.branch_index} already has a position "
-                f"(grid_positions[{placed[pos.branch_index]}])"
+                f"{where}.branch_index: expected one position per branch, got a second one for branch "
+                f"{pos.branch_index} (first: grid_positions[{placed[pos.branch_index]}])"
             )
         placed[pos.branch_index] = k
         cell = pos.target_row * cols * layers + pos.target_col * layers + pos.target_layer

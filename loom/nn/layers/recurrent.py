@@ -91,8 +91,8 @@ class _RecurrentKind(LayerKind):
             per_step = batch * n_in
             if x.shape[0] == 0 or x.shape[0] % per_step:
                 raise ShapeError(
-                    f"{cfg.path} ({cfg.type}): seq_length is not set and {x.shape[0]} input values are not "
-                    f"a multiple of batch {batch} x input_size {n_in}"
+                    f"{cfg.path} ({cfg.type}): expected a positive multiple of batch {batch} x input_size {n_in} "
+                    f"input values (seq_length is not set), got {x.shape[0]}"
                 )
             cfg.seq_length = seq = x.shape[0] // per_step
         elif x.shape[0] != batch * seq * n_in:
@@ -108,7 +108,7 @@ class _RecurrentKind(LayerKind):
         state = cfg.state.get(key)
         if state is not None and state.shape[0] != batch:
             raise ShapeError(
-                f"{cfg.path} ({cfg.type}): the kept state holds {state.shape[0]} samples but this forward has "
+                f"{cfg.path} ({cfg.type}): expected batch {state.shape[0]} (the samples of the kept state), got "
                 f"batch {batch}; call reset_state() before changing the batch size of a stateful layer"
             )
         return state

@@ -210,9 +210,11 @@ class SoftmaxKind(LayerKind):
         if variant in ("grid", "hierarchical"):
             cols = self._grid_shape(cfg)[1]  # type: ignore[index]
             p2 = softmax_forward(z.reshape(-1, cols), temperature, xp)  # [B * rows, cols]
-            return p2.reshape(z.shape), lambda g: softmax_backward(
-                g.reshape(p2.shape), p2, temperature, xp
-            ).reshape(z.shape)
+
+            def grid_backward(g: Any) -> Any:
+                return softmax_backward(g.reshape(p2.shape), p2, temperature, xp).reshape(z.shape)
+
+            return p2.reshape(z.shape), grid_backward
         if variant == "masked":
             if not cfg.mask:
                 p = softmax_forward(z, temperature, xp)
