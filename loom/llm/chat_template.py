@@ -1,13 +1,16 @@
 """Chat templates: render a model's own Jinja template the way Hugging Face does.
 
 A chat template is untrusted Jinja code shipped with the model (``tokenizer_config.json``,
-``chat_template.jinja`` or GGUF ``tokenizer.chat_template``). It is compiled in an
-:class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with ``trim_blocks`` and
+``chat_template.jinja`` or GGUF ``tokenizer.chat_template``). It is compiled in
+:class:`loom.llm.template_sandbox.BoundedSandbox` - Jinja's immutable sandbox plus a
+deadline and size budgets per rendering (``loom.limits``) - with ``trim_blocks`` and
 ``lstrip_blocks`` and the helpers transformers defines (``raise_exception``, a ``tojson``
 filter that does not HTML-escape, ``strftime_now``, a restricted ``dict`` and
 ``namespace``, the ``loopcontrols`` extension and a ``{% generation %}`` block tag), so
 the rendered text is identical to ``transformers``' ``apply_chat_template(...,
 tokenize=False)``. Everything the template sees is rebuilt from plain JSON types first.
+Whatever goes wrong (a syntax error, ``raise_exception``, a budget) is a
+:class:`~loom.errors.ChatTemplateError`.
 
 ``jinja2`` is imported lazily: it is only needed when a template is rendered.
 """
@@ -78,7 +81,8 @@ def compile_chat_template(template: str) -> Any:
     Returns
     -------
     jinja2.Template
-        The compiled template (cached per source string).
+        The compiled template (cached per source string); its ``render`` runs under the
+        rendering budgets.
 
     Raises
     ------
@@ -204,6 +208,12 @@ def render_chat_template(
     -------
     str
         The rendered prompt text.
+
+    Raises
+    ------
+    ChatTemplateError
+        The template does not compile, fails while rendering (``raise_exception``, a type
+        error, a sandbox violation) or exceeds a ``loom.limits`` rendering budget.
 
     Examples
     --------

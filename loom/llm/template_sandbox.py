@@ -38,7 +38,7 @@ from jinja2.visitor import NodeTransformer
 from loom.errors import ChatTemplateError
 from loom.limits import Limits, get_limits
 
-__all__ = ["BoundedSandbox", "RenderBudget", "render_bounded"]
+__all__ = ["BoundedSandbox", "BoundedTemplate", "RenderBudget", "render_bounded"]
 
 MAX_RANGE = 100_000
 #: Largest integer (in bits) a template may compute with ``*`` / ``**``.
@@ -89,9 +89,8 @@ _budget: ContextVar[RenderBudget | None] = ContextVar("loom_template_budget", de
 
 def _current() -> RenderBudget:
     budget = _budget.get()
-    if budget is None:  # a compiled template used outside render_bounded: default limits
+    if budget is None:  # Template.generate called directly: the size limits, with a fresh deadline
         budget = RenderBudget(get_limits())
-        _budget.set(budget)
     return budget
 
 
@@ -270,10 +269,18 @@ def _bounded_range(*args: Any) -> range:
     return result
 
 
+class BoundedTemplate(jinja2.Template):
+    """A template whose ``render`` runs under :func:`render_bounded`."""
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        return render_bounded(self, dict(*args, **kwargs))
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Immutable Jinja sandbox with the per-rendering budgets of :class:`RenderBudget`."""
 
     intercepted_binops = frozenset({"*", "+", "%", "**"})
+    template_class = BoundedTemplate
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -161,9 +161,10 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         count, (begin, end) = math.prod(shape), offsets
         data_size = len(self._buffer) - self._data_start
         if end < begin or end > data_size or (itemsize is not None and end - begin != count * itemsize):
+            size = "?" if itemsize is None else f"{count * itemsize}"
             raise ModelFormatError(
                 f"{where}: data out of bounds (offsets {begin}..{end}, shape {shape} {dtype_name} = "
-                f"{count * itemsize} bytes, file data size {data_size})"
+                f"{size} bytes, file data size {data_size})"
             )
         return dtype_name, tuple(shape), self._data_start + begin, count
 

@@ -26,6 +26,8 @@ HOSTILE_SCALARS: list[Any] = [
     1,
     2,
     7,
+    10**5,
+    10**7,
     2**31,
     2**63,
     10**400,
@@ -104,7 +106,7 @@ def mutate_json(value: Any, rng: random.Random, count: int | None = None, *, key
         path = rng.choice(paths)
         if not path:
             if rng.random() < 0.1:
-                value = rng.choice(HOSTILE_SCALARS)
+                value = copy.deepcopy(rng.choice(HOSTILE_SCALARS))
             continue
         parent, key = _get(value, path[:-1]), path[-1]
         current = parent[key]
@@ -113,8 +115,11 @@ def mutate_json(value: Any, rng: random.Random, count: int | None = None, *, key
             parent[key] = copy.deepcopy(rng.choice(HOSTILE_SCALARS))
         elif op < 0.55 and isinstance(current, int | float) and not isinstance(current, bool):
             factor = rng.choice([0, -1, 2, 3, 10, 1000, 0.5, 1e-3, 1e6])
-            new = current * factor + rng.choice([0, 1, -1])
-            parent[key] = int(new) if isinstance(current, int) and float(new).is_integer() else new
+            try:
+                new = current * factor + rng.choice([0, 1, -1])
+                parent[key] = int(new) if isinstance(current, int) and float(new).is_integer() else new
+            except (OverflowError, ValueError):  # 10**400 * 0.5
+                parent[key] = current
         elif op < 0.65:
             if isinstance(parent, dict):
                 del parent[key]

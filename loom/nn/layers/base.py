@@ -177,7 +177,7 @@ def kind_for(type_name: str, path: str = "type") -> LayerKind:
         hint = difflib.get_close_matches(str(type_name).lower(), list(_KINDS), n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(
-            f"{path}: unknown layer type {type_name!r}{did_you_mean}; accepted: " + ", ".join(sorted(_KINDS))
+            f"{path}: unknown layer type {type_name!r:.80}{did_you_mean}; accepted: " + ", ".join(sorted(_KINDS))
         )
     return kind
 

@@ -52,7 +52,7 @@ def _mode(cfg: LayerConfig, path: str) -> str:
     mode = COMBINE_MODES.get(cfg.combine_mode) if isinstance(cfg.combine_mode, str) else None
     if mode is None:
         raise ConfigError(
-            f"{path}.combine_mode: unknown combine mode {cfg.combine_mode!r}; accepted: "
+            f"{path}.combine_mode: unknown combine mode {cfg.combine_mode!r:.80}; accepted: "
             "concat, add, avg, average, grid_scatter"
         )
     return mode
@@ -146,7 +146,7 @@ def _parse_positions(value: Any, path: str) -> list[GridPosition]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ConfigError(f"{path}.grid_positions: expected a list of position objects, got {value!r}")
+        raise ConfigError(f"{path}.grid_positions: expected a list of position objects, got {value!r:.80}")
     positions = []
     for k, item in enumerate(value):
         where = f"{path}.grid_positions[{k}]"

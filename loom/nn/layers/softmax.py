@@ -60,7 +60,7 @@ def _list(spec: dict[str, Any], key: str, path: str, item_type: type, what: str)
     if not isinstance(value, list) or not all(
         isinstance(v, item_type) and (item_type is bool or not isinstance(v, bool)) for v in value
     ):
-        raise ConfigError(f"{path}.{key}: expected a list of {what}, got {value!r}")
+        raise ConfigError(f"{path}.{key}: expected a list of {what}, got {value!r:.80}")
     return list(value)
 
 
@@ -68,11 +68,9 @@ def _int_list(spec: dict[str, Any], key: str, path: str) -> list[int] | None:
     value = spec.get(key)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer() for v in value
-    ):
-        raise ConfigError(f"{path}.{key}: expected a list of integers, got {value!r}")
-    return [int(v) for v in value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}.{key}: expected a list of integers, got {value!r:.80}")
+    return [spec_int({f"{key}[{i}]": v}, f"{key}[{i}]", path) for i, v in enumerate(value)]
 
 
 @register_kind
@@ -98,7 +96,8 @@ class SoftmaxKind(LayerKind):
             variant = "standard"
         if not isinstance(variant, str) or variant.lower() not in SOFTMAX_VARIANTS:
             raise ConfigError(
-                f"{path}.softmax_variant: unknown softmax variant {variant!r}; accepted: " + ", ".join(SOFTMAX_VARIANTS)
+                f"{path}.softmax_variant: unknown softmax variant {variant!r:.80}; accepted: "
+                + ", ".join(SOFTMAX_VARIANTS)
             )
         cfg.softmax_variant = SOFTMAX_VARIANTS[variant.lower()]
         cfg.softmax_rows = spec_int(spec, "softmax_rows", path)
@@ -110,7 +109,7 @@ class SoftmaxKind(LayerKind):
         clusters = spec.get("adaptive_clusters")
         if clusters is not None:
             if not isinstance(clusters, list):
-                raise ConfigError(f"{path}.adaptive_clusters: expected a list of integer lists, got {clusters!r}")
+                raise ConfigError(f"{path}.adaptive_clusters: expected a list of integer lists, got {clusters!r:.80}")
             cfg.adaptive_clusters = [
                 _int_list({"c": c}, "c", f"{path}.adaptive_clusters[{i}]") or [] for i, c in enumerate(clusters)
             ]
@@ -119,7 +118,7 @@ class SoftmaxKind(LayerKind):
             if not isinstance(weights, list) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in weights
             ):
-                raise ConfigError(f"{path}.mixture_weights: expected a list of numbers, got {weights!r}")
+                raise ConfigError(f"{path}.mixture_weights: expected a list of numbers, got {weights!r:.80}")
             cfg.mixture_weights = [spec_float({"w": v}, "w", path) for v in weights]
         cfg.entmax_alpha = spec_float(spec, "entmax_alpha", path)
         if cfg.softmax_variant == "grid" and (cfg.softmax_rows <= 0 or cfg.softmax_cols <= 0):
