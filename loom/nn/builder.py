@@ -4,6 +4,9 @@ Accepts every key and alias of Go LOOM's builder (keys in any case), infers the
 sizes that are unambiguous (top-level ``input_size``, a Dense's
 ``input_size`` from the previous layer, RNN/LSTM ``input_size``), and raises
 :class:`~loom.errors.ConfigError` naming the JSON path for everything else.
+Untrusted input is bounded before anything is allocated: JSON nesting depth, every
+field's type and range (finite float32 numbers, sizes up to 2**31 - 1), every layer's
+geometry, and the parameter / activation budgets of :mod:`loom.limits`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import kind_for
 from loom.nn.layers.base import spec_int
 from loom.ops.activations import activation_from_name
-from loom.safe_json import check_depth
 
 __all__ = [
     "LAYER_KEYS",
@@ -189,7 +191,7 @@ def assign_paths(layers: list[LayerConfig], prefix: str = "layers") -> None:
 def parse_config_text(config: str | bytes | dict[str, Any]) -> dict[str, Any]:
     """JSON text / bytes / dict -> dict, with parse errors as ``ConfigError`` (nesting depth bounded)."""
     if isinstance(config, dict):
-        check_depth(config, "config", ConfigError)
+        safe_json.check_depth(config, "config", ConfigError)
         return config
     data = safe_json.loads(config, source="config", error=ConfigError)
     if not isinstance(data, dict):

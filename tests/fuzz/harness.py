@@ -215,6 +215,7 @@ def _worker(slot: int, targets: dict[str, Target], jobs: Any, results: Any, shar
     from threadpoolctl import threadpool_limits
 
     warnings.simplefilter("ignore")  # overflow casts and unknown-pre-tokenizer notes would flood the log
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the parent may have used its thread pool before the fork
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - verbose training cases print
     started, slot_job, slot_case = shared
     threadpool_limits(1)
