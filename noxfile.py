@@ -4,7 +4,9 @@
 * ``nox -s "tests(backend='cupy')"`` – the suite on CuPy; skipped with the reason when
   CuPy or a CUDA device is missing, and failing when the backend in use is not CuPy;
 * ``nox -s lint`` – ``ruff check`` (default);
-* ``nox -s bench`` – the benchmarks in ``bench/`` (not a default session).
+* ``nox -s bench`` – the benchmarks in ``bench/`` (not a default session);
+* ``nox -s fuzz`` – a fuzz campaign 10x longer than CI's (not a default session;
+  ``-- --scale 50 --seed 3`` for more).
 
 Arguments after ``--`` go to pytest (``nox -s tests -- -k dense``).
 Laid out like scikit-hep/awkward's noxfile and the Scientific Python guide.
@@ -79,3 +81,10 @@ def bench(session: nox.Session) -> None:
         session.skip("no benchmark scripts in bench/")
     for script in scripts:
         session.run("python", script, *session.posargs)
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """A longer fuzz campaign than CI's: ``python -m tests.fuzz --scale 10`` (arguments after ``--`` override)."""
+    _install(session, "test")
+    session.run("python", "-m", "tests.fuzz", "--scale", "10", *session.posargs)

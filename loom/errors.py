@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailableError",
+    "BundleConfigError",
+    "ChatTemplateError",
     "ConfigError",
     "DataFormatError",
     "DistributedError",
@@ -35,6 +37,17 @@ class ShapeError(LoomError, ValueError):
 
 class ModelFormatError(LoomError, ValueError):
     """A model file (LOOM bundle, safetensors, GGUF, config.json) is unreadable or inconsistent."""
+
+
+class BundleConfigError(ModelFormatError, ConfigError):
+    """A model bundle whose network config is invalid: catchable as either parent.
+
+    The message keeps the config's JSON path (``models[0].cfg.layers[2].output_size: ...``).
+    """
+
+
+class ChatTemplateError(ModelFormatError):
+    """A model's chat template failed to compile or render, or went over a rendering limit."""
 
 
 class BackendUnavailableError(LoomError, RuntimeError):

@@ -166,19 +166,20 @@ def test_softmax_forward_values(backend):
     np.testing.assert_allclose(sp, [0.25, 0.75, 0.0, 0.0], atol=1e-7)
 
 
-def test_softmax_batch_is_one_distribution_as_go(backend):
+def test_softmax_batch_normalises_each_sample(backend):
+    """Go normalises the whole flat batch as one vector; loom gives every sample its own distribution."""
     net = _net([{"type": "softmax"}], batch_size=2, input_size=3, backend=backend)
-    p = loom.to_numpy(net.forward(np.arange(6, dtype=np.float32)))
-    assert p.sum() == pytest.approx(1.0, rel=1e-6)
+    x = np.arange(6, dtype=np.float32)
+    p = loom.to_numpy(net.forward(x)).reshape(2, 3)
+    e = np.exp(x.reshape(2, 3) - x.reshape(2, 3).max(1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(1, keepdims=True), rtol=1e-6)
     grid = _net(
         [{"type": "softmax", "softmax_variant": "grid", "softmax_rows": 1, "softmax_cols": 3}],
         batch_size=2,
         input_size=3,
         backend=backend,
     )
-    np.testing.assert_allclose(
-        loom.to_numpy(grid.forward(np.arange(6, dtype=np.float32))).reshape(2, 3).sum(1), 1.0, rtol=1e-6
-    )
+    np.testing.assert_allclose(loom.to_numpy(grid.forward(x)).reshape(2, 3).sum(1), 1.0, rtol=1e-6)
 
 
 def test_gumbel_noise_is_seeded(backend):
@@ -413,7 +414,8 @@ def test_branches_train_and_take_no_residual(backend):
                 "branches": [_DENSE, _DENSE],
                 "grid_positions": [{"branch_index": 0}, {"branch_index": 0, "target_row": 1}],
             },
-            r"layers\[0\]\.grid_positions\[1\]\.branch_index: branch 0 already has a position",
+            r"layers\[0\]\.grid_positions\[1\]\.branch_index: expected one position per branch, got a second "
+            r"one for branch 0",
         ),
         (
             {

@@ -1,13 +1,16 @@
 """Chat templates: render a model's own Jinja template the way Hugging Face does.
 
 A chat template is untrusted Jinja code shipped with the model (``tokenizer_config.json``,
-``chat_template.jinja`` or GGUF ``tokenizer.chat_template``). It is compiled in an
-:class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with ``trim_blocks`` and
+``chat_template.jinja`` or GGUF ``tokenizer.chat_template``). It is compiled in
+:class:`loom.llm.template_sandbox.BoundedSandbox` - Jinja's immutable sandbox plus a
+deadline and size budgets per rendering (``loom.limits``) - with ``trim_blocks`` and
 ``lstrip_blocks`` and the helpers transformers defines (``raise_exception``, a ``tojson``
 filter that does not HTML-escape, ``strftime_now``, a restricted ``dict`` and
 ``namespace``, the ``loopcontrols`` extension and a ``{% generation %}`` block tag), so
 the rendered text is identical to ``transformers``' ``apply_chat_template(...,
 tokenize=False)``. Everything the template sees is rebuilt from plain JSON types first.
+Whatever goes wrong (a syntax error, ``raise_exception``, a budget) is a
+:class:`~loom.errors.ChatTemplateError`.
 
 ``jinja2`` is imported lazily: it is only needed when a template is rendered.
 """
@@ -22,6 +25,8 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+
+from loom.errors import ChatTemplateError
 
 __all__ = ["compile_chat_template", "render_chat_template"]
 
@@ -76,19 +81,21 @@ def compile_chat_template(template: str) -> Any:
     Returns
     -------
     jinja2.Template
-        The compiled template (cached per source string).
+        The compiled template (cached per source string); its ``render`` runs under the
+        rendering budgets.
 
     Raises
     ------
     ImportError
         When ``jinja2`` is not installed.
-    jinja2.TemplateSyntaxError
+    ChatTemplateError
         When the template does not parse.
     """
     try:
         import jinja2
         import jinja2.ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        from loom.llm.template_sandbox import BoundedSandbox
     except ImportError as exc:  # pragma: no cover - jinja2 is a test dependency
         raise ImportError("rendering a chat template needs jinja2: pip install 'loom-nn[llm]'") from exc
 
@@ -151,15 +158,18 @@ def compile_chat_template(template: str) -> Any:
                     f"chat templates cannot store underscore-prefixed attributes ({name!r})"
                 )
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols]
-    )
-    env.filters["tojson"] = tojson
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = env.bounded_filter("tojson", tojson)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     env.globals["dict"] = TemplateDict()
     env.globals["namespace"] = TemplateNamespace
-    return env.from_string(template)
+    if not isinstance(template, str):
+        raise ChatTemplateError(f"chat template: expected Jinja source text, got {type(template).__name__}")
+    try:
+        return env.compile_template(template)
+    except jinja2.TemplateError as exc:
+        raise ChatTemplateError(f"chat template: cannot compile the template: {type(exc).__name__}: {exc}") from exc
 
 
 def render_chat_template(
@@ -199,6 +209,12 @@ def render_chat_template(
     str
         The rendered prompt text.
 
+    Raises
+    ------
+    ChatTemplateError
+        The template does not compile, fails while rendering (``raise_exception``, a type
+        error, a sandbox violation) or exceeds a ``loom.limits`` rendering budget.
+
     Examples
     --------
     >>> render_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}",
@@ -206,10 +222,10 @@ def render_chat_template(
     'Hi'
     """
     if not messages:
-        raise ValueError("cannot apply a chat template to an empty conversation")
+        raise ChatTemplateError("cannot apply a chat template to an empty conversation")
     if continue_final_message and add_generation_prompt:
-        raise ValueError(
-            "continue_final_message and add_generation_prompt are not compatible; pass "
+        raise ChatTemplateError(
+            "continue_final_message cannot be combined with add_generation_prompt; pass "
             "add_generation_prompt=False to continue the final message"
         )
     chat = [{key: value for key, value in dict(message).items() if value is not None} for message in messages]
@@ -219,20 +235,31 @@ def render_chat_template(
         field = continue_final_message if isinstance(continue_final_message, str) else "content"
         final_text = chat[-1].get(field)
         if not isinstance(final_text, str):
-            raise ValueError(f'continue_final_message: the final message has no text "{field}"')
+            raise ChatTemplateError(f'continue_final_message: the final message has no text "{field}"')
         chat[-1][field] = final_text + _CONTINUE_TAG
     variables = {**dict(special_tokens or {}), **template_kwargs}
-    rendered = compile_chat_template(template).render(
-        messages=chat,
-        tools=_plain_template_data(list(tools) if tools is not None else None),
-        documents=_plain_template_data(list(documents) if documents is not None else None),
-        add_generation_prompt=add_generation_prompt,
-        **_plain_template_data(variables),
-    )
+    compiled = compile_chat_template(template)
+    from loom.llm.template_sandbox import render_bounded
+
+    try:
+        rendered = render_bounded(
+            compiled,
+            {
+                "messages": chat,
+                "tools": _plain_template_data(list(tools) if tools is not None else None),
+                "documents": _plain_template_data(list(documents) if documents is not None else None),
+                "add_generation_prompt": add_generation_prompt,
+                **_plain_template_data(variables),
+            },
+        )
+    except ChatTemplateError:
+        raise
+    except Exception as exc:  # the template is untrusted code: whatever it raises is its failure
+        raise ChatTemplateError(f"chat template: rendering failed: {type(exc).__name__}: {exc}") from exc
     if continue_final_message:
         tag_at = rendered.rfind(_CONTINUE_TAG.strip())
         if tag_at < 0 or final_text.strip() not in rendered:
-            raise ValueError("continue_final_message: the template dropped the final message, cannot continue it")
+            raise ChatTemplateError("continue_final_message: the template dropped the final message; cannot continue")
         if rendered[tag_at : tag_at + len(_CONTINUE_TAG)] == _CONTINUE_TAG:
             rendered = rendered[:tag_at]
         else:

@@ -17,12 +17,13 @@ from the older top-level ``rope_theta`` / ``rope_scaling`` keys; see
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loom import safe_json
 from loom.errors import ModelFormatError
 
 __all__ = ["SUPPORTED_ARCHITECTURES", "RopeConfig", "TransformerConfig", "load_config_file"]
@@ -44,6 +45,20 @@ _ARCHITECTURES = {
 }
 SUPPORTED_ARCHITECTURES = tuple(_ARCHITECTURES)
 _ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+#: Numeric RoPE scaling keys; each must be a finite number > 0 when present.
+_ROPE_NUMBERS = (
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+    "attention_factor",
+    "beta_fast",
+    "beta_slow",
+    "mscale",
+    "mscale_all_dim",
+)
+#: Largest size a config field may state (sizes are checked against the tensors anyway).
+_MAX_SIZE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -211,6 +226,8 @@ class TransformerConfig:
         max_pos = f.integer("max_position_embeddings", default=2048)
         if model_type == "mistral":
             window = f.raw.get("sliding_window")
+            if window is not None and (isinstance(window, bool) or not isinstance(window, int | float)):
+                raise ModelFormatError(f"{f.source}: 'sliding_window' must be a number or null, got {window!r}")
             if window is not None and f.raw.get("use_sliding_window", True) and window < max_pos:
                 raise ModelFormatError(
                     f"{f.source}: sliding_window={window} is not supported (loom implements "
@@ -288,15 +305,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a JSON config file; missing or malformed → :class:`ModelFormatError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ModelFormatError(f"{path}: file not found") from None
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read ({exc})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path}: invalid JSON ({exc})") from exc
+    data = safe_json.loads(text, source=str(path), error=ModelFormatError)
     if not isinstance(data, dict):
         raise ModelFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -315,25 +329,41 @@ class _Fields:
             if default is ...:
                 raise ModelFormatError(f"{self.source}: missing required field '{key}'")
             return default
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ModelFormatError(f"{self.source}: '{key}' must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_SIZE:
+            raise ModelFormatError(
+                f"{self.source}: '{key}' must be a positive integer (at most {_MAX_SIZE}), got {value!r:.80}"
+            )
         return value
 
     def number(self, key: str, *, default: float) -> float:
+        """A finite number > 0 (norm epsilons, RoPE bases and factors)."""
         value = self.raw.get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ModelFormatError(f"{self.source}: '{key}' must be a number, got {value!r}")
-        return float(value)
+        return positive_number(value, f"{self.source}: '{key}'")
+
+
+def positive_number(value: Any, where: str, *, minimum: float = 0.0) -> float:
+    """``value`` as a finite float ``> minimum``; ``ModelFormatError`` naming ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ModelFormatError(f"{where} must be a number, got {value!r:.80}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and number > minimum):
+        raise ModelFormatError(f"{where} must be a finite number > {minimum:g}, got {value!r:.80}")
+    return number
 
 
 def _detect_model_type(config: Mapping[str, Any], source: str) -> str:
     archs = config.get("architectures") or []
     if isinstance(archs, str):
         archs = [archs]
+    if not isinstance(archs, list):
+        raise ModelFormatError(f"{source}: 'architectures' must be a list of names, got {archs!r}")
     for arch in archs:
-        if arch in _ARCHITECTURES:
+        if isinstance(arch, str) and arch in _ARCHITECTURES:
             return _ARCHITECTURES[arch]
     model_type = str(config.get("model_type", "")).lower()
     if model_type in _MODEL_TYPES:
@@ -348,7 +378,7 @@ def _detect_model_type(config: Mapping[str, Any], source: str) -> str:
 
 def _divide(a: int, b: int, source: str, name_a: str, name_b: str) -> int:
     if a % b:
-        raise ModelFormatError(f"{source}: {name_a} ({a}) is not divisible by {name_b} ({b})")
+        raise ModelFormatError(f"{source}: {name_a} ({a}) must be divisible by {name_b} ({b})")
     return a // b
 
 
@@ -367,7 +397,7 @@ def _rope_config(f: _Fields, head_dim: int, max_pos: int) -> RopeConfig:
         raise ModelFormatError(f"{f.source}: 'rope_parameters' must be an object, got {params!r}")
     if any(isinstance(v, Mapping) for v in params.values()):
         raise ModelFormatError(f"{f.source}: per-layer-type rope_parameters are not supported")
-    params = dict(params)
+    params = {key: value for key, value in params.items() if value is not None}  # null = absent, as in HF
     rope_type = params.pop("rope_type", None) or params.pop("type", None) or "default"
     params.pop("type", None)
     if rope_type not in _ROPE_TYPES:
@@ -377,9 +407,11 @@ def _rope_config(f: _Fields, head_dim: int, max_pos: int) -> RopeConfig:
     theta = params.pop("rope_theta", None)
     if theta is None:
         theta = f.raw.get("rope_theta", 10000.0)
-    if isinstance(theta, bool) or not isinstance(theta, int | float) or theta <= 0:
-        raise ModelFormatError(f"{f.source}: rope_theta must be a positive number, got {theta!r}")
+    theta = positive_number(theta, f"{f.source}: rope_theta", minimum=1.0)
     partial = params.pop("partial_rotary_factor", f.raw.get("partial_rotary_factor", 1.0)) or 1.0
+    partial = positive_number(partial, f"{f.source}: partial_rotary_factor")
+    if partial > 1:
+        raise ModelFormatError(f"{f.source}: partial_rotary_factor must be in (0, 1], got {partial!r}")
     if rope_type in ("llama3", "yarn"):
         original = f.raw.get("original_max_position_embeddings")
         params.setdefault("original_max_position_embeddings", original or max_pos)
@@ -392,6 +424,14 @@ def _rope_config(f: _Fields, head_dim: int, max_pos: int) -> RopeConfig:
     for key in required.get(rope_type, ()):
         if params.get(key) is None:
             raise ModelFormatError(f"{f.source}: rope_type {rope_type!r} needs '{key}'")
+    for key in _ROPE_NUMBERS:
+        if params.get(key) is not None:
+            params[key] = positive_number(params[key], f"{f.source}: rope_scaling '{key}'")
+    if rope_type == "llama3" and not params["high_freq_factor"] > params["low_freq_factor"]:
+        raise ModelFormatError(
+            f"{f.source}: rope_scaling 'high_freq_factor' must be greater than 'low_freq_factor', got "
+            f"{params['high_freq_factor']!r} and {params['low_freq_factor']!r}"
+        )
     rope = RopeConfig(rope_type, float(theta), head_dim, float(partial), max_pos, params)
     if rope.rotary_dim % 2 or rope.rotary_dim <= 0:
         raise ModelFormatError(

@@ -24,6 +24,7 @@ Everything here is host-side NumPy; the model code moves tensors to the device.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from loom.errors import ModelFormatError
+from loom.llm.config import TransformerConfig
 from loom.llm.gguf_vocab import tokenizer_from_gguf
 from loom.llm.tokenizer import Tokenizer
 
@@ -53,6 +55,7 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "llama", "gpt2": "gpt2"}
 _SUPPORTED_TEXT = "llama (also mistral and SmolLM-style llama models), gpt2"
 _METADATA_ARRAY_LIMIT = 64  # longer arrays (vocabularies) are left out of GGUFModel.metadata
+_GGML_MAX_DIMS = 4
 
 _LLAMA_BLOCK_NAMES = {
     "attn_norm": "input_layernorm",
@@ -170,23 +173,96 @@ def _import_gguf() -> Any:
 
 
 def _fast_reader_class(gguf: Any) -> type:
-    """``GGUFReader`` reading through a plain ndarray view of the memory map.
+    """``GGUFReader`` reading through a plain ndarray view of the memory map, bounds-checked.
 
     ``np.memmap.__getitem__`` / ``__array_finalize__`` dominate parsing a 49k-token
     vocabulary (~250k small reads); a plain view makes ``GGUFReader`` 3-4x faster. The
     parsed values are identical.
+
+    ``GGUFReader`` trusts the file: a read past the end returns an empty array and an
+    array whose count says 2**62 is looped over item by item, growing memory without end.
+    Here every count (key/values, tensors, array items, string bytes, dimensions) is
+    checked against the bytes left in the file before it is used, and every tensor's
+    type, size and offset against the file size, so a lying file fails at once.
     """
+    value_type, quant_type = gguf.GGUFValueType, gguf.GGMLQuantizationType
+    scalar_sizes = {t: np.dtype(n).itemsize for t, n in gguf.GGUFReader.gguf_scalar_to_np.items()}
 
     class FastGGUFReader(gguf.GGUFReader):
-        def _get(self, offset, dtype, count=1, override_order=None):  # type: ignore[override]
+        def _plain(self) -> np.ndarray:
             plain = self.__dict__.get("_plain_data")
             if plain is None:
                 plain = self.__dict__["_plain_data"] = self.data.view(np.ndarray)
+            return plain
+
+        def _get(self, offset, dtype, count=1, override_order=None):  # type: ignore[override]
+            plain = self._plain()
             dtype = np.dtype(dtype)
-            count = int(count)
-            array = plain[offset : offset + dtype.itemsize * count].view(dtype)[:count]
+            offset, count = int(offset), int(count)
+            end = offset + dtype.itemsize * count
+            if offset < 0 or count < 0 or end > plain.shape[0]:
+                raise ValueError(
+                    f"reading {count} x {dtype.name} at byte {offset} runs past the end of the file "
+                    f"({plain.shape[0]} bytes)"
+                )
+            array = plain[offset:end].view(dtype)[:count]
             order = self.byte_order if override_order is None else override_order
             return array if order == "I" else array.view(array.dtype.newbyteorder(order))
+
+        def _fits(self, offset: int, count: int, item_bytes: int, what: str) -> None:
+            left = self._plain().shape[0] - int(offset)
+            if int(count) * item_bytes > left:
+                raise ValueError(f"{what} says {int(count)} items, more than the {left} bytes left can hold")
+
+        def _get_field_parts(self, orig_offs, raw_type):  # type: ignore[override]
+            if raw_type == value_type.ARRAY:
+                item_type = int(self._get(orig_offs, np.uint32)[0])
+                count = int(self._get(orig_offs + 4, np.uint64)[0])
+                if item_type == value_type.STRING:
+                    smallest = 8
+                elif item_type == value_type.ARRAY:
+                    smallest = 12
+                elif item_type in scalar_sizes:
+                    smallest = scalar_sizes[item_type]
+                else:
+                    raise ValueError(f"array of unknown value type {item_type} at byte {orig_offs}")
+                self._fits(orig_offs + 12, count, smallest, f"the array at byte {orig_offs}")
+            return super()._get_field_parts(orig_offs, raw_type)
+
+        def _build_fields(self, offs, count):  # type: ignore[override]
+            self._fits(offs, count, 13, "kv_count")  # key length 8, type 4, value >= 1
+            return super()._build_fields(offs, count)
+
+        def _build_tensor_info(self, offs, count):  # type: ignore[override]
+            self._fits(offs, count, 24, "tensor_count")  # name length 8, n_dims 4, type 4, offset 8
+            return super()._build_tensor_info(offs, count)
+
+        def _get_tensor_info_field(self, orig_offs):  # type: ignore[override]
+            n_dims = self._get(orig_offs + 8 + int(self._get(orig_offs, np.uint64)[0]), np.uint32)
+            if int(n_dims[0]) > _GGML_MAX_DIMS:
+                found = int(n_dims[0])
+                raise ValueError(f"tensor info at byte {orig_offs}: expected at most 4 dimensions, got {found}")
+            return super()._get_tensor_info_field(orig_offs)
+
+        def _build_tensors(self, start_offs, fields):  # type: ignore[override]
+            size = self._plain().shape[0]
+            for info in fields:
+                _, name_data, _, dims, raw_dtype, offset = info.parts
+                name = bytes(name_data).decode("utf-8", errors="replace")
+                try:
+                    kind = quant_type(int(raw_dtype[0]))
+                    block, type_size = gguf.GGML_QUANT_SIZES[kind]
+                except (ValueError, KeyError):
+                    raise ValueError(f"tensor {name!r} has unknown type {int(raw_dtype[0])}") from None
+                elements = math.prod(int(d) for d in dims)
+                if elements % block:
+                    raise ValueError(f"tensor {name!r}: expected whole {kind.name} blocks of {block}, got {elements}")
+                start, nbytes = int(start_offs) + int(offset[0]), elements // block * type_size
+                if start + nbytes > size:
+                    raise ValueError(
+                        f"tensor {name!r}: {nbytes} bytes at byte {start} run past the end of the file ({size} bytes)"
+                    )
+            return super()._build_tensors(start_offs, fields)
 
     return FastGGUFReader
 
@@ -203,7 +279,7 @@ def _open_reader(path: Path) -> Any:
     try:
         return _fast_reader_class(gguf)(path)
     except Exception as exc:  # GGUFReader raises ValueError / IndexError / KeyError on bad data
-        raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({size} bytes): {exc}") from exc
+        raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({size} bytes, invalid): {exc}") from exc
 
 
 def _scalar(value: Any, value_type: Any, gguf: Any) -> Any:
@@ -248,7 +324,7 @@ def _reader_metadata(reader: Any, path: Path) -> dict[str, Any]:
         try:
             metadata[key] = _field_value(reader_field, gguf)
         except Exception as exc:
-            raise ModelFormatError(f"{path}: unreadable GGUF metadata key {key!r}: {exc}") from exc
+            raise ModelFormatError(f"{path}: cannot read GGUF metadata key {key!r}: {exc}") from exc
     return metadata
 
 
@@ -292,10 +368,14 @@ def load_gguf_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
 
 
 # ---------------------------------------------------------------------- config
-def _require(metadata: Mapping[str, Any], key: str, path: Path) -> Any:
-    if key not in metadata:
+def _meta_int(metadata: Mapping[str, Any], key: str, path: Path, default: int | None = None) -> int:
+    """A positive integer hyper-parameter of the metadata (``default`` when absent, else required)."""
+    value = metadata.get(key, default)
+    if value is None:
         raise ModelFormatError(f"{path}: GGUF metadata key {key!r} is missing")
-    return metadata[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ModelFormatError(f"{path}: GGUF metadata {key} must be a positive integer, got {value!r:.100}")
+    return value
 
 
 def _rope_scaling(metadata: Mapping[str, Any], arch: str) -> dict[str, Any] | None:
@@ -316,24 +396,24 @@ def _rope_scaling(metadata: Mapping[str, Any], arch: str) -> dict[str, Any] | No
 
 
 def _llama_config(metadata: Mapping[str, Any], arch: str, vocab_size: int, path: Path) -> dict:
-    hidden = int(_require(metadata, f"{arch}.embedding_length", path))
-    heads = int(_require(metadata, f"{arch}.attention.head_count", path))
-    kv_heads = int(metadata.get(f"{arch}.attention.head_count_kv", heads))
-    head_dim = int(metadata.get(f"{arch}.attention.key_length", hidden // heads))
+    hidden = _meta_int(metadata, f"{arch}.embedding_length", path)
+    heads = _meta_int(metadata, f"{arch}.attention.head_count", path)
+    kv_heads = _meta_int(metadata, f"{arch}.attention.head_count_kv", path, heads)
+    head_dim = _meta_int(metadata, f"{arch}.attention.key_length", path, max(hidden // heads, 1))
     config: dict[str, Any] = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": vocab_size,
         "hidden_size": hidden,
-        "intermediate_size": int(_require(metadata, f"{arch}.feed_forward_length", path)),
-        "num_hidden_layers": int(_require(metadata, f"{arch}.block_count", path)),
+        "intermediate_size": _meta_int(metadata, f"{arch}.feed_forward_length", path),
+        "num_hidden_layers": _meta_int(metadata, f"{arch}.block_count", path),
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
         "hidden_act": "silu",
         "rms_norm_eps": metadata.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6),
         "rope_theta": metadata.get(f"{arch}.rope.freq_base", 10000.0),
-        "max_position_embeddings": int(metadata.get(f"{arch}.context_length", 2048)),
+        "max_position_embeddings": _meta_int(metadata, f"{arch}.context_length", path, 2048),
     }
     scaling = _rope_scaling(metadata, arch)
     if scaling is not None:
@@ -342,11 +422,11 @@ def _llama_config(metadata: Mapping[str, Any], arch: str, vocab_size: int, path:
 
 
 def _gpt2_config(metadata: Mapping[str, Any], vocab_size: int, path: Path) -> dict:
-    n_embd = int(_require(metadata, "gpt2.embedding_length", path))
-    n_inner = metadata.get("gpt2.feed_forward_length")
-    n_layer = int(_require(metadata, "gpt2.block_count", path))
-    n_head = int(_require(metadata, "gpt2.attention.head_count", path))
-    n_positions = int(metadata.get("gpt2.context_length", 1024))
+    n_embd = _meta_int(metadata, "gpt2.embedding_length", path)
+    n_inner = _meta_int(metadata, "gpt2.feed_forward_length", path, 4 * n_embd)
+    n_layer = _meta_int(metadata, "gpt2.block_count", path)
+    n_head = _meta_int(metadata, "gpt2.attention.head_count", path)
+    n_positions = _meta_int(metadata, "gpt2.context_length", path, 1024)
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -383,7 +463,9 @@ def _dequantize(reader_tensor: Any, path: Path) -> np.ndarray:
         raise ModelFormatError(
             f"{path}: tensor {reader_tensor.name!r} is stored as {kind.name}, which the gguf package cannot dequantize"
         ) from exc
-    if values.size != int(np.prod(shape)):
+    except (ValueError, TypeError, IndexError, AssertionError) as exc:
+        raise ModelFormatError(f"{path}: tensor {reader_tensor.name!r} ({kind.name}) cannot be decoded: {exc}") from exc
+    if values.size != math.prod(shape):
         raise ModelFormatError(
             f"{path}: tensor {reader_tensor.name!r} has {values.size} values, expected shape {shape}"
         )
@@ -397,10 +479,14 @@ def _llama_tensor(name: str, values: np.ndarray, config: Mapping[str, Any]) -> t
         target = _LLAMA_BLOCK_NAMES.get(part)
         if target is None:
             return None, values
-        if part == "attn_q":
-            values = unpermute_qk(values, config["num_attention_heads"])
-        elif part == "attn_k":
-            values = unpermute_qk(values, config["num_key_value_heads"])
+        if part in ("attn_q", "attn_k"):
+            heads = config["num_attention_heads" if part == "attn_q" else "num_key_value_heads"]
+            if values.shape[0] % (2 * heads):
+                raise ModelFormatError(
+                    f"{config['_source']}: tensor {name!r} has {values.shape[0]} rows, expected a multiple of "
+                    f"2 x {heads} heads"
+                )
+            values = unpermute_qk(values, heads)
         return f"model.layers.{layer}.{target}.{kind}", values
     top = _GLOBAL_TENSOR.match(name)
     target = _LLAMA_GLOBAL_NAMES.get(top.group(1)) if top else None
@@ -474,12 +560,13 @@ def load_gguf(path: str | os.PathLike[str]) -> GGUFModel:
         )
     reader_tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in reader_tensors:
-        raise ModelFormatError(f"{path}: GGUF file has no token_embd.weight tensor")
+        raise ModelFormatError(f"{path}: GGUF file is missing the token_embd.weight tensor")
     vocab_size = int(reader_tensors["token_embd.weight"].shape[-1])
     if model_type == "llama":
         config = _llama_config(metadata, arch, vocab_size, path)
     else:
         config = _gpt2_config(metadata, vocab_size, path)
+    TransformerConfig.from_dict(config, source=f"{path} (metadata)")  # every value in range before any tensor
 
     tokenizer = tokenizer_from_gguf(metadata, str(path))
     mapper = _TENSOR_MAPPERS[model_type]
@@ -487,7 +574,7 @@ def load_gguf(path: str | os.PathLike[str]) -> GGUFModel:
     tensor_types: dict[str, str] = {}
     skipped = []
     for name, reader_tensor in reader_tensors.items():
-        hf_name, values = mapper(name, _dequantize(reader_tensor, path), config)
+        hf_name, values = mapper(name, _dequantize(reader_tensor, path), {**config, "_source": str(path)})
         if hf_name is None:
             skipped.append(name)
             continue
@@ -513,8 +600,8 @@ def load_gguf(path: str | os.PathLike[str]) -> GGUFModel:
         ("padding_token_id", "pad_token_id"),
     ):
         token_id = metadata.get(f"tokenizer.ggml.{key}")
-        if token_id is not None:
-            config[config_key] = int(token_id)
+        if isinstance(token_id, int) and not isinstance(token_id, bool):
+            config[config_key] = token_id
     config["torch_dtype"] = "float32"
     return GGUFModel(
         config=config,

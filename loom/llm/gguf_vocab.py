@@ -43,6 +43,8 @@ TOKEN_TYPE_USER_DEFINED = 4
 TOKEN_TYPE_UNUSED = 5
 TOKEN_TYPE_BYTE = 6
 
+#: Longest token whose merges are recovered from SentencePiece scores.
+_MAX_MERGED_TOKEN = 256
 _CONTRACTIONS = r"'s|'t|'re|'ve|'m|'ll|'d"
 GPT2_SPLIT = _CONTRACTIONS + r"| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (
@@ -215,7 +217,7 @@ def _parse_merges(merges: Sequence[str], source: str) -> list[tuple[str, str]]:
         left, sep, right = merge.partition(" ")
         if not sep or not left or not right:
             raise ModelFormatError(
-                f"{source}: tokenizer.ggml.merges[{index}] = {merge!r} is not two tokens separated by one space"
+                f"{source}: tokenizer.ggml.merges[{index}]: expected two tokens separated by one space, got {merge!r}"
             )
         pairs.append((left, right))
     return pairs
@@ -227,6 +229,8 @@ def _merges_from_scores(tokens: Sequence[str], scores: Sequence[float]) -> list[
     vocab_scores = dict(zip(tokens, scores, strict=False))
     merges: list[tuple[str, str, float]] = []
     for merged, score in vocab_scores.items():
+        if len(merged) > _MAX_MERGED_TOKEN:
+            continue  # bounds the work on hostile vocabularies (SentencePiece pieces are <= 16 chars by default)
         local = [
             (merged[:cut], merged[cut:], score)
             for cut in range(1, len(merged))
@@ -241,12 +245,14 @@ def _merges_from_scores(tokens: Sequence[str], scores: Sequence[float]) -> list[
 def _pre_tokenizer_spec(name: str | None, source: str) -> PreTokenizerSpec:
     if name is None:
         return GGUF_PRE_TOKENIZERS["default"]
+    if not isinstance(name, str):
+        raise ModelFormatError(f"{source}: tokenizer.ggml.pre must be a string, got {name!r:.100}")
     spec = GGUF_PRE_TOKENIZERS.get(name)
     if spec is None:
         warnings.warn(
             f"{source}: unknown GGUF pre-tokenizer tokenizer.ggml.pre={name!r}; splitting "
             "text with the GPT-2 regex instead, token ids may differ from the original model",
-            stacklevel=4,
+            stacklevel=5,
         )
         return _GPT2
     return spec
@@ -338,18 +344,19 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
             f"{source}: the GGUF file has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)"
         )
     n_tokens = len(tokens)
+    _check_list(tokens, "tokens", str, "strings", source)
     token_types = metadata.get("tokenizer.ggml.token_type") or [TOKEN_TYPE_NORMAL] * n_tokens
+    _check_list(token_types, "token_type", int, "integers", source)
     if len(token_types) != n_tokens:
         raise ModelFormatError(
-            f"{source}: tokenizer.ggml.token_type has {len(token_types)} entries but "
-            f"tokenizer.ggml.tokens has {n_tokens}"
+            f"{source}: tokenizer.ggml.token_type: expected {n_tokens} entries (one per token), got {len(token_types)}"
         )
 
     def token_of(key: str) -> tuple[str | None, int | None]:
         token_id = metadata.get(f"tokenizer.ggml.{key}")
         if token_id is None:
             return None, None
-        if not 0 <= int(token_id) < n_tokens:
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < n_tokens:
             raise ModelFormatError(
                 f"{source}: tokenizer.ggml.{key} = {token_id} is outside the vocabulary (0..{n_tokens - 1})"
             )
@@ -359,9 +366,42 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
     eos, eos_id = token_of("eos_token_id")
     unk, _ = token_of("unknown_token_id")
     raw_merges = metadata.get("tokenizer.ggml.merges")
+    if raw_merges is not None:
+        _check_list(raw_merges, "merges", str, "strings", source)
+    try:
+        backend, default_add_bos = _backend_for(model, metadata, tokens, token_types, raw_merges, unk, source)
+        _add_special_tokens(backend, tokens, token_types)
+    except ModelFormatError:
+        raise
+    except BaseException as exc:  # the Rust library raises bare Exceptions (and panics)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise ModelFormatError(f"{source}: invalid GGUF tokenizer: {type(exc).__name__}: {exc}") from exc
+    add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", default_add_bos))
+    add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
+    if (add_bos and bos_id is not None) or (add_eos and eos_id is not None):
+        backend.post_processor = _template_processor(bos if add_bos else None, bos_id, eos if add_eos else None, eos_id)
+    return backend, add_bos
+
+
+def _check_list(values: Any, key: str, kind: type, what: str, source: str) -> None:
+    if not isinstance(values, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise ModelFormatError(f"{source}: tokenizer.ggml.{key} must be a list of {what}")
+
+
+def _backend_for(
+    model: Any,
+    metadata: Mapping[str, Any],
+    tokens: list[str],
+    token_types: list[int],
+    raw_merges: list[str] | None,
+    unk: str | None,
+    source: str,
+) -> tuple[tokenizers.Tokenizer, bool]:
+    n_tokens = len(tokens)
     if model == "gpt2":
         if not isinstance(raw_merges, list):
-            raise ModelFormatError(f"{source}: byte-level BPE vocabulary without tokenizer.ggml.merges")
+            raise ModelFormatError(f"{source}: missing tokenizer.ggml.merges (required by a byte-level BPE vocabulary)")
         spec = _pre_tokenizer_spec(metadata.get("tokenizer.ggml.pre"), source)
         backend = _byte_level_backend(tokens, token_types, _parse_merges(raw_merges, source), spec)
         default_add_bos = spec.add_bos
@@ -370,7 +410,11 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
             merges = _parse_merges(raw_merges, source)
         else:
             scores = metadata.get("tokenizer.ggml.scores")
-            if not isinstance(scores, list) or len(scores) != n_tokens:
+            if (
+                not isinstance(scores, list)
+                or len(scores) != n_tokens
+                or not all(isinstance(v, int | float) for v in scores)
+            ):
                 raise ModelFormatError(
                     f"{source}: SentencePiece vocabulary needs tokenizer.ggml.scores "
                     f"({n_tokens} floats) or tokenizer.ggml.merges"
@@ -384,7 +428,10 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
             f"{source}: unsupported GGUF tokenizer model tokenizer.ggml.model={model!r}; "
             "supported: 'gpt2' (byte-level BPE), 'llama' (SentencePiece BPE)"
         )
+    return backend, default_add_bos
 
+
+def _add_special_tokens(backend: tokenizers.Tokenizer, tokens: list[str], token_types: list[int]) -> None:
     special = [
         AddedToken(tokens[i], special=True, normalized=False)
         for i, kind in enumerate(token_types)
@@ -399,11 +446,6 @@ def build_gguf_backend(metadata: Mapping[str, Any], source: str) -> tuple[tokeni
         backend.add_special_tokens(special)
     if user_defined:
         backend.add_tokens(user_defined)
-    add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", default_add_bos))
-    add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
-    if (add_bos and bos_id is not None) or (add_eos and eos_id is not None):
-        backend.post_processor = _template_processor(bos if add_bos else None, bos_id, eos if add_eos else None, eos_id)
-    return backend, add_bos
 
 
 def chat_templates_from_gguf(metadata: Mapping[str, Any]) -> dict[str, str]:
@@ -417,6 +459,10 @@ def chat_templates_from_gguf(metadata: Mapping[str, Any]) -> dict[str, str]:
         if key.startswith(prefix) and isinstance(value, str):
             templates[key[len(prefix) :]] = value
     return templates
+
+
+def _is_token_id(value: Any, n_tokens: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n_tokens
 
 
 def tokenizer_from_gguf(metadata: Mapping[str, Any], source: str):
@@ -447,12 +493,12 @@ def tokenizer_from_gguf(metadata: Mapping[str, Any], source: str):
         ("sep_token", "seperator_token_id"),
     ):
         token_id = metadata.get(f"tokenizer.ggml.{key}")
-        if token_id is not None and 0 <= int(token_id) < len(tokens):
-            named[name] = tokens[int(token_id)]
+        if _is_token_id(token_id, len(tokens)):
+            named[name] = tokens[token_id]
     end_ids = [
-        int(metadata[f"tokenizer.ggml.{key}"])
+        metadata[f"tokenizer.ggml.{key}"]
         for key in ("eos_token_id", "eot_token_id", "eom_token_id")
-        if metadata.get(f"tokenizer.ggml.{key}") is not None
+        if _is_token_id(metadata.get(f"tokenizer.ggml.{key}"), len(tokens))
     ]
     return Tokenizer(
         backend,

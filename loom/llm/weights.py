@@ -23,7 +23,7 @@ naming the tensor, the expected and the found shape.
 
 from __future__ import annotations
 
-import json
+import math
 import mmap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from loom import safe_json
 from loom.backend import Backend
 from loom.errors import ModelFormatError
 from loom.llm.config import TransformerConfig
@@ -51,6 +52,15 @@ _DTYPES = {
     "BF16": (np.dtype("<u2"), 2),
     "F64": (np.dtype("<f8"), 8),
 }
+
+
+_MAX_RANK = 8
+#: Item sizes of safetensors dtypes loom does not read (their offsets are still checked).
+_OTHER_ITEMSIZES = {"I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -103,6 +113,8 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
                 raise ModelFormatError(f"{self.name}: cannot open safetensors file ({exc})") from exc
         self._entries, self._data_start = self._parse_header()
         self.metadata: dict[str, Any] = self._entries.pop("__metadata__", None) or {}
+        self._layout = {name: self._entry_layout(name, entry) for name, entry in self._entries.items()}
+        self._bad_dtype = {name for name, (dtype_name, *_) in self._layout.items() if dtype_name not in _DTYPES}
 
     def _parse_header(self) -> tuple[dict[str, Any], int]:
         total = len(self._buffer)
@@ -115,37 +127,58 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
             raise ModelFormatError(
                 f"{self.name}: header length {header_len} runs past the end of the file ({total} bytes)"
             )
-        try:
-            header = json.loads(bytes(self._buffer[8 : 8 + header_len]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFormatError(f"{self.name}: safetensors header is not valid JSON ({exc})") from exc
+        header = safe_json.loads(
+            bytes(self._buffer[8 : 8 + header_len]), source=f"{self.name}: safetensors header", error=ModelFormatError
+        )
         if not isinstance(header, dict):
             raise ModelFormatError(f"{self.name}: safetensors header must be a JSON object")
+        metadata = header.get("__metadata__")
+        if metadata is not None and not (
+            isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+        ):
+            raise ModelFormatError(f"{self.name}: __metadata__ must be an object of strings, got {metadata!r:.200}")
         return header, 8 + header_len
 
+    def _entry_layout(self, key: str, entry: Any) -> tuple[str, tuple[int, ...], int, int]:
+        """``(dtype, shape, start, count)`` of one header entry, checked against the file size.
+
+        A dtype loom cannot read (``I64`` buffers, ``F8_*``) is only an error when that
+        tensor is accessed; its offsets are still checked.
+        """
+        where = f"{self.name}: tensor {key}"
+        if not isinstance(entry, dict):
+            raise ModelFormatError(f"{where}: expected a header object with dtype, shape and data_offsets")
+        dtype_name, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype_name, str):
+            raise ModelFormatError(f"{where}: dtype must be a string such as 'F32', got {dtype_name!r:.200}")
+        if not isinstance(shape, list) or not all(_is_size(d) for d in shape) or len(shape) > _MAX_RANK:
+            raise ModelFormatError(
+                f"{where}: shape must be a list of at most {_MAX_RANK} sizes >= 0, got {shape!r:.200}"
+            )
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_size(o) for o in offsets)):
+            raise ModelFormatError(f"{where}: data_offsets must be [begin, end] (integers >= 0), got {offsets!r:.200}")
+        itemsize = _DTYPES[dtype_name][1] if dtype_name in _DTYPES else _OTHER_ITEMSIZES.get(dtype_name)
+        count, (begin, end) = math.prod(shape), offsets
+        data_size = len(self._buffer) - self._data_start
+        if end < begin or end > data_size or (itemsize is not None and end - begin != count * itemsize):
+            size = "?" if itemsize is None else f"{count * itemsize}"
+            raise ModelFormatError(
+                f"{where}: data out of bounds (offsets {begin}..{end}, shape {shape} {dtype_name} = "
+                f"{size} bytes, file data size {data_size})"
+            )
+        return dtype_name, tuple(shape), self._data_start + begin, count
+
     def __getitem__(self, key: str) -> np.ndarray:
-        entry = self._entries[key]
-        try:
-            dtype_name, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ModelFormatError(f"{self.name}: tensor {key}: malformed header entry {entry!r}") from None
-        if dtype_name not in _DTYPES:
+        dtype_name, shape, start, count = self._layout[key]
+        if key in self._bad_dtype:
             raise ModelFormatError(
                 f"{self.name}: tensor {key} has dtype {dtype_name}; expected one of {sorted(_DTYPES)}"
             )
-        dtype, itemsize = _DTYPES[dtype_name]
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        start = self._data_start + int(begin)
-        stop = start + count * itemsize
-        if begin < 0 or end - begin != count * itemsize or stop > len(self._buffer):
-            raise ModelFormatError(
-                f"{self.name}: tensor {key}: data out of bounds (offsets {begin}..{end}, "
-                f"shape {shape} {dtype_name}, file data size {len(self._buffer) - self._data_start})"
-            )
-        raw = np.frombuffer(self._buffer, dtype=dtype, count=count, offset=start).reshape(shape)
+        raw = np.frombuffer(self._buffer, dtype=_DTYPES[dtype_name][0], count=count, offset=start).reshape(shape)
         if dtype_name == "BF16":
             return bf16_to_float32(raw)
-        return raw.astype(np.float32, copy=dtype_name != "F32")
+        with np.errstate(over="ignore"):  # F64 beyond the float32 range: inf, rejected where it is used
+            return raw.astype(np.float32, copy=dtype_name != "F32")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -190,10 +223,17 @@ def open_safetensors_dir(folder: str | Path) -> Mapping[str, np.ndarray]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ModelFormatError(f"{index}: expected JSON with a 'weight_map' object ({exc})") from exc
+            text = index.read_bytes()
+        except OSError as exc:
+            raise ModelFormatError(f"{index}: cannot read ({exc})") from exc
+        document = safe_json.loads(text, source=str(index), error=ModelFormatError)
+        weight_map = document.get("weight_map") if isinstance(document, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ModelFormatError(f"{index}: expected JSON with a 'weight_map' object of shard file names")
         shard_names = list(dict.fromkeys(weight_map.values()))
+        unsafe = [n for n in shard_names if Path(n).name != n or n in ("", ".", "..")]
+        if unsafe:
+            raise ModelFormatError(f"{index}: shard names must be plain file names in {folder}, got {unsafe[:3]}")
         missing = [n for n in shard_names if not (folder / n).is_file()]
         if missing:
             raise ModelFormatError(f"{index}: shard file(s) not found in {folder}: {missing}")
@@ -201,7 +241,9 @@ def open_safetensors_dir(folder: str | Path) -> Mapping[str, np.ndarray]:
     single = folder / "model.safetensors"
     paths = [single] if single.is_file() else sorted(folder.glob("*.safetensors"))
     if not paths:
-        raise ModelFormatError(f"{folder}: no model.safetensors, model.safetensors.index.json or *.safetensors file")
+        raise ModelFormatError(
+            f"{folder}: no model.safetensors (expected it, model.safetensors.index.json or *.safetensors files)"
+        )
     if len(paths) == 1:
         return SafetensorsFile(paths[0])
     return _ShardedTensors([SafetensorsFile(p) for p in paths])
@@ -285,6 +327,13 @@ class _TensorReader:
         if tuple(array.shape) != tuple(shape):
             raise ModelFormatError(
                 f"{self.source}: tensor '{name}' has shape {list(array.shape)}, expected {list(shape)}"
+            )
+        finite = np.isfinite(array)
+        if not finite.all():
+            index = np.unravel_index(int(np.argmin(finite)), array.shape)
+            raise ModelFormatError(
+                f"{self.source}: tensor '{name}' holds {array[index]} at index {list(map(int, index))}; "
+                "expected finite values"
             )
         return array
 

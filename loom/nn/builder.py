@@ -4,15 +4,20 @@ Accepts every key and alias of Go LOOM's builder (keys in any case), infers the
 sizes that are unambiguous (top-level ``input_size``, a Dense's
 ``input_size`` from the previous layer, RNN/LSTM ``input_size``), and raises
 :class:`~loom.errors.ConfigError` naming the JSON path for everything else.
+Untrusted input is bounded before anything is allocated: JSON nesting depth, every
+field's type and range (finite float32 numbers, sizes up to 2**31 - 1), every layer's
+geometry, and the parameter / activation budgets of :mod:`loom.limits`.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
+import math
 from typing import Any
 
+from loom import safe_json
 from loom.errors import ConfigError
+from loom.limits import get_limits
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import kind_for
 from loom.nn.layers.base import spec_int
@@ -25,6 +30,7 @@ __all__ = [
     "assign_paths",
     "infer_sizes",
     "lower_keys",
+    "parameter_count",
     "parse_config_text",
     "parse_layer",
     "parse_network_config",
@@ -131,11 +137,38 @@ def parse_layer(spec: Any, path: str) -> LayerConfig:
     return cfg
 
 
-def infer_sizes(layers: list[LayerConfig], in_features: int | None) -> int | None:
-    """Walk layers in execution order filling inferable sizes; returns the output size."""
-    features = in_features
+def parameter_count(cfg: LayerConfig) -> int:
+    """Trainable scalars of a layer and its branches, from the config alone (nothing allocated)."""
+    return sum(
+        math.prod(shape) for layer in cfg.iter_layers() for shape in kind_for(layer.type).param_shapes(layer).values()
+    )
+
+
+def infer_sizes(layers: list[LayerConfig], in_features: int | None, batch_size: int = 1) -> int | None:
+    """Walk layers in execution order filling inferable sizes; returns the output size.
+
+    Also checks the sizes against the ``max_parameters`` / ``max_activations`` budgets of
+    :mod:`loom.limits` before anything is allocated (``ConfigError`` naming the layer).
+    """
+    limits = get_limits()
+    features, params, work = in_features, 0, 0
     for cfg in layers:
-        features = kind_for(cfg.type).infer(cfg, features, cfg.path)
+        kind = kind_for(cfg.type)
+        out = kind.infer(cfg, features, cfg.path)
+        params += parameter_count(cfg)
+        work += batch_size * kind.work_size(cfg, features, out)
+        for count, limit, name in (
+            (params, limits.max_parameters, "max_parameters"),
+            (work, limits.max_activations, "max_activations"),
+        ):
+            if count > limit:
+                what = "parameters" if name == "max_parameters" else f"activation values (batch {batch_size})"
+                raise ConfigError(
+                    f"{cfg.path}: the network needs {count:,} {what} up to this layer, more than the limit of "
+                    f"{limit:,}; if this size is intended, raise loom.limits {name} "
+                    f"(loom.limits.set_limits({name}=...) or LOOM_{name.upper()})"
+                )
+        features = out
     return features
 
 
@@ -156,13 +189,11 @@ def assign_paths(layers: list[LayerConfig], prefix: str = "layers") -> None:
 
 
 def parse_config_text(config: str | bytes | dict[str, Any]) -> dict[str, Any]:
-    """JSON text / bytes / dict -> dict, with parse errors as ``ConfigError``."""
+    """JSON text / bytes / dict -> dict, with parse errors as ``ConfigError`` (nesting depth bounded)."""
     if isinstance(config, dict):
+        safe_json.check_depth(config, "config", ConfigError)
         return config
-    try:
-        data = json.loads(config)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config: invalid JSON ({exc})") from exc
+    data = safe_json.loads(config, source="config", error=ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a JSON object, got {type(data).__name__}")
     return data
@@ -186,7 +217,7 @@ def parse_network_config(config: dict[str, Any]) -> dict[str, Any]:
         )
     layers = [parse_layer(spec, f"layers[{i}]") for i, spec in enumerate(raw_layers)]
     apply_builder_defaults(layers)
-    infer_sizes(layers, input_size)
+    infer_sizes(layers, input_size, batch)
     return {
         "grid_rows": rows,
         "grid_cols": cols,

@@ -24,6 +24,7 @@ import numpy as np
 
 from loom.backend import Backend, resolve_backend, to_numpy
 from loom.errors import ConfigError, LoomError, ShapeError
+from loom.nn import batch_validation
 from loom.nn.builder import assign_paths, infer_sizes, parse_config_text, parse_network_config
 from loom.nn.introspection import IntrospectionMixin
 from loom.nn.layer_config import LayerConfig
@@ -233,21 +234,32 @@ class Network(IntrospectionMixin):
         return sum(cfg.num_parameters() for cfg in self.layers)
 
     # ------------------------------------------------------------------ forward / backward
-    def _as_input(self, x: Any) -> tuple[Any, int, bool]:
-        """Flat backend vector, batch size, and whether the caller passed 2-D."""
+    def _as_input(self, x: Any, what: str = "input", *, check_finite: bool = False) -> tuple[Any, int, bool]:
+        """Flat backend vector, batch size, and whether the caller passed 2-D.
+
+        ``check_finite``: a NaN / infinite value is a ``ShapeError`` naming its sample and position.
+        """
         backend = self._backend
         if not (
             hasattr(x, "shape") and type(x).__module__.split(".")[0] == backend.name and x.dtype == backend.float_dtype
         ):
+            if isinstance(x, str | bytes | dict) or x is None:
+                kind = type(x).__name__
+                raise ShapeError(f"{what}: expected a flat or [batch, features] array of numbers, got {kind}")
             try:
-                x = backend.asarray(x)
-            except (TypeError, ValueError) as exc:
-                raise ShapeError(f"input: expected a flat or [batch, features] array of numbers ({exc})") from exc
+                with np.errstate(over="ignore"):  # beyond float32: inf, reported by the finite check
+                    x = backend.asarray(x)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ShapeError(f"{what}: expected a flat or [batch, features] array of numbers ({exc})") from exc
         if x.ndim == 2:
-            return x.reshape(-1), int(x.shape[0]), True
-        if x.ndim != 1:
-            raise ShapeError(f"input: expected a flat vector or a [batch, features] matrix, got shape {tuple(x.shape)}")
-        return x, self.batch_size, False
+            flat, batch, two_d = x.reshape(-1), int(x.shape[0]), True
+        elif x.ndim == 1:
+            flat, batch, two_d = x, self.batch_size, False
+        else:
+            raise ShapeError(f"{what}: expected a flat vector or a [batch, features] matrix, got shape {x.shape}")
+        if check_finite:
+            batch_validation.check_finite(flat, batch, what, backend.raw)
+        return flat, batch, two_d
 
     def _training_context(self) -> ForwardContext:
         """A forward context reused by every step of one ``train`` call (with a config memo)."""
@@ -351,13 +363,19 @@ class Network(IntrospectionMixin):
         """The backend random generator of stochastic layers (Gumbel noise); see :meth:`seed`."""
         return self._rng
 
-    def prepare_input(self, x: ArrayLike) -> tuple[Array, int, bool]:
+    def prepare_input(
+        self, x: ArrayLike, what: str = "input", *, check_finite: bool = False
+    ) -> tuple[Array, int, bool]:
         """``x`` as the flat backend vector the layers read.
 
         Parameters
         ----------
         x : array-like
             Flat ``batch_size * input_size`` values (LOOM's layout) or 2-D ``[batch, features]``.
+        what : str
+            How error messages name ``x`` (``"batches[3].target"``).
+        check_finite : bool
+            A NaN / infinite value is a ``ShapeError`` naming its sample and position.
 
         Returns
         -------
@@ -368,7 +386,7 @@ class Network(IntrospectionMixin):
         two_d : bool
             Whether ``x`` was 2-D.
         """
-        return self._as_input(x)
+        return self._as_input(x, what, check_finite=check_finite)
 
     def training_context(self, batch_size: int | None = None) -> ForwardContext:
         """A forward context to reuse across the steps of one training run (it memoises per-config values).
@@ -467,7 +485,7 @@ class Network(IntrospectionMixin):
         finally:
             flat.detach()
 
-    def forward(self, x: ArrayLike) -> Array:
+    def forward(self, x: ArrayLike, *, check_finite: bool = True) -> Array:
         """Run the network.
 
         Parameters
@@ -475,13 +493,17 @@ class Network(IntrospectionMixin):
         x : array-like
             Flat input of ``batch_size * input_size`` values (LOOM's layout) or a
             2-D ``[batch, features]`` array (any batch count).
+        check_finite : bool
+            Reject NaN / infinite inputs with a ``ShapeError`` naming the sample and
+            position (default). The check is one reduction over ``x``; pass False to skip
+            it in hot loops whose inputs are known to be finite.
 
         Returns
         -------
         array
             Backend array; flat for a flat input, ``[batch, out]`` for a 2-D input.
         """
-        flat, batch, two_d = self._as_input(x)
+        flat, batch, two_d = self._as_input(x, check_finite=check_finite)
         y = self._forward(flat, batch)
         return y.reshape(batch, -1) if two_d else y
 
@@ -928,7 +950,7 @@ def network_from_layers(
 ) -> Network:
     """A 1 x 1 x N network from layer configs (sizes inferred, weights initialised)."""
     assign_paths(layers)
-    infer_sizes(layers, input_size)
+    infer_sizes(layers, input_size, batch_size)
     net = Network(1, 1, len(layers), layers, batch_size=batch_size, input_size=input_size, backend=backend)
     net.initialize_weights(seed)
     return net

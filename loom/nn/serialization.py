@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from loom import safe_json
 from loom.backend import Backend, to_numpy
-from loom.errors import ConfigError, ModelFormatError
+from loom.errors import BundleConfigError, ConfigError, ModelFormatError
 from loom.nn import gojson
 from loom.nn.builder import LAYER_KEYS, TOP_LEVEL_KEYS, assign_paths, lower_keys, parse_layer
 from loom.nn.layer_config import LayerConfig
@@ -181,21 +182,81 @@ def save_model_to_string(net: Any, model_id: str = "model", *, go_compatible: bo
 def save_model(
     net: Any, path: str | os.PathLike[str], model_id: str = "model", *, go_compatible: bool | str = False
 ) -> None:
-    """Write the bundle to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write the bundle to ``path`` atomically and durably.
+
+    The text goes to a temporary sibling ``.<name>.loom-<pid>-<random>.tmp``, is fsynced,
+    renamed over ``path`` and the folder is fsynced, so a crash at any moment leaves
+    either the old or the new file. The temporary file is removed on every error
+    (``KeyboardInterrupt`` included); temporaries left by writers that were killed
+    (their process no longer runs) are removed by the next save to the same path.
+    """
     text = save_model_to_string(net, model_id, go_compatible=go_compatible)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    write_file_atomically(Path(path), text.encode("utf-8"))
+
+
+def _temp_pattern(target: Path) -> re.Pattern[str]:
+    return re.compile(re.escape(f".{target.name}.loom-") + r"(\d+)-[A-Za-z0-9_]+\.tmp")
+
+
+def _process_running(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists under another user, or cannot tell: keep its file
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete ``target``'s temporary siblings left by killed writers (only loom's own name pattern)."""
+    pattern, removed = _temp_pattern(target), []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = pattern.fullmatch(sibling.name)
+        if match and int(match.group(1)) != os.getpid() and not _process_running(int(match.group(1))):
+            try:
+                sibling.unlink()
+                removed.append(sibling)
+            except OSError:
+                pass
+    return removed
+
+
+def _fsync_directory(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # platforms without directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_file_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through an fsynced temporary sibling and a rename, then fsync the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.loom-{os.getpid()}-", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+        _fsync_directory(target.parent)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- load
@@ -208,9 +269,9 @@ def _decode_weights(model: dict[str, Any], where: str) -> list[Any]:
         raise ModelFormatError(f"{where}.weights.fmt: unsupported weights format {fmt!r}; expected 'jsonModelB64'")
     try:
         raw = base64.b64decode(weights["data"], validate=True)
-        data = json.loads(raw)
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"{where}.weights.data: failed to decode weights ({exc})") from exc
+        raise ModelFormatError(f"{where}.weights.data: failed to decode weights (expected base64 text: {exc})") from exc
+    data = safe_json.loads(raw, source=f"{where}.weights.data: failed to decode weights", error=ModelFormatError)
     layers = data.get("layers") if isinstance(data, dict) else None
     if not isinstance(layers, list):
         raise ModelFormatError(f"{where}.weights.data: expected an object with a 'layers' list")
@@ -219,14 +280,31 @@ def _decode_weights(model: dict[str, Any], where: str) -> list[Any]:
 
 def _import_layer_weights(cfg: LayerConfig, weights: Any, backend: Backend) -> None:
     if not isinstance(weights, dict):
-        weights = {}
+        raise ModelFormatError(f"{cfg.path}: weights: expected an object of arrays, got {type(weights).__name__}")
     kind = kind_for(cfg.type)
     params = kind.import_weights(cfg, weights, cfg.path)
-    cfg.params = {k: backend.asarray(v) for k, v in params.items()}
-    cfg.grads, cfg.state = {}, {}
-    branch_weights = weights.get("branch_weights") or []
+    branch_weights = weights.get("branch_weights")
+    if branch_weights is None:
+        branch_weights = []  # Go: a branch without saved weights gets empty arrays
+    elif not isinstance(branch_weights, list):
+        raise ModelFormatError(
+            f"{cfg.path}: weights.branch_weights: expected a list of branch weight objects, "
+            f"got {type(branch_weights).__name__}"
+        )
     for i, branch in enumerate(cfg.branches):
         _import_layer_weights(branch, branch_weights[i] if i < len(branch_weights) else {}, backend)
+    cfg.params = {k: backend.asarray(v) for k, v in params.items()}
+    cfg.grads, cfg.state = {}, {}
+
+
+def _bundle_config_error(exc: ConfigError, where: str) -> BundleConfigError:
+    """The config error of a bundle, as both ModelFormatError and ConfigError, with the full JSON path."""
+    message = str(exc)
+    if message.startswith("layers["):
+        message = f"{where}.cfg.{message}"
+    elif not message.startswith(where):
+        message = f"{where}.cfg: {message}"
+    return BundleConfigError(message)
 
 
 def load_bundle_network(bundle: dict[str, Any], model_id: str | None, *, backend: str | Backend | None = None):
@@ -251,17 +329,19 @@ def load_bundle_network(bundle: dict[str, Any], model_id: str | None, *, backend
     where = f"models[{index}]"
     cfg_obj = model.get("cfg") if isinstance(model, dict) else None
     if not isinstance(cfg_obj, dict):
-        raise ModelFormatError(f"{where}.cfg: missing network config")
+        raise ModelFormatError(f"{where}.cfg: missing network config (expected an object)")
     try:
         top = lower_keys(cfg_obj, f"{where}.cfg", TOP_LEVEL_KEYS)
         raw_layers = top.get("layers") or []
+        if not isinstance(raw_layers, list):
+            raise ConfigError(f"{where}.cfg.layers: expected a list of layer objects, got {type(raw_layers).__name__}")
         layers = [parse_layer(spec, f"layers[{i}]") for i, spec in enumerate(raw_layers)]
         rows = spec_int(top, "grid_rows", f"{where}.cfg")
         cols = spec_int(top, "grid_cols", f"{where}.cfg")
         lpc = spec_int(top, "layers_per_cell", f"{where}.cfg")
         batch = spec_int(top, "batch_size", f"{where}.cfg") or 1
     except ConfigError as exc:
-        raise ModelFormatError(f"{where}.cfg: {exc}") from exc
+        raise _bundle_config_error(exc, where) from exc
     weight_layers = _decode_weights(model, where)
     if len(weight_layers) != len(layers):
         raise ModelFormatError(f"{where}: layer count mismatch: config={len(layers)}, weights={len(weight_layers)}")
@@ -271,9 +351,9 @@ def load_bundle_network(bundle: dict[str, Any], model_id: str | None, *, backend
         )
     assign_paths(layers)
     try:
-        infer_sizes(layers, None)
+        infer_sizes(layers, None, batch)
     except ConfigError as exc:
-        raise ModelFormatError(f"{where}.cfg: {exc}") from exc
+        raise _bundle_config_error(exc, where) from exc
     be = resolve_backend(backend)
     for cfg, weights in zip(layers, weight_layers, strict=True):
         _import_layer_weights(cfg, weights, be)
@@ -292,10 +372,7 @@ def load_model_from_string(text: str | bytes, model_id: str | None = None, *, ba
     backend : str, optional
         ``"numpy"`` or ``"cupy"``.
     """
-    try:
-        bundle = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
-        raise ModelFormatError(f"bundle: failed to parse JSON ({exc})") from exc
+    bundle = safe_json.loads(text, source="bundle: failed to parse JSON", error=ModelFormatError)
     return load_bundle_network(bundle, model_id, backend=backend)
 
 

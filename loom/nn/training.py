@@ -23,6 +23,7 @@ import numpy as np
 
 from loom.backend import resolve_backend
 from loom.errors import ConfigError, ShapeError
+from loom.nn import batch_validation
 from loom.nn.fused import fused_switch
 from loom.nn.lr_schedules import LearningRateSchedule
 from loom.nn.optimizers import OPTIMIZER_OPTIONS, Optimizer, make_optimizer
@@ -249,11 +250,8 @@ def _coerce_config(config: Any) -> TrainingConfig:
 
 def _prepare_batches(net: Network, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
     prepared = []
-    for i, item in enumerate(batches):
-        batch = TrainingBatch.coerce(item, i)
-        x, batch_size, _ = net.prepare_input(batch.input)
-        target, _, _ = net.prepare_input(batch.target)
-        prepared.append((x, target, batch_size))
+    for i, item in enumerate(batch_validation.training_items(batches)):
+        prepared.append(batch_validation.prepare_batch(net, TrainingBatch.coerce(item, i), i))
     if not prepared:
         raise ShapeError("batches: expected at least one training batch, got none")
     return prepared

@@ -105,11 +105,11 @@ def activation_from_name(name: Any, path: str = "activation") -> Activation:
         return Activation.SCALED_RELU
     if isinstance(name, bool):
         raise ConfigError(f"{path}: expected an activation name, got {name!r}")
-    if isinstance(name, int | float) and float(name).is_integer():
+    if isinstance(name, int) or (isinstance(name, float) and name.is_integer()):
         act = int(name)
         if act in _CANONICAL_NAMES:
             return Activation(act)
-        raise ConfigError(f"{path}: unknown activation id {act}; expected 0..{max(_CANONICAL_NAMES)}")
+        raise ConfigError(f"{path}: unknown activation id {str(act)[:80]}; expected 0..{max(_CANONICAL_NAMES)}")
     if not isinstance(name, str):
         raise ConfigError(f"{path}: expected an activation name string, got {type(name).__name__}")
     key = name.strip().lower()
@@ -118,7 +118,7 @@ def activation_from_name(name: Any, path: str = "activation") -> Activation:
     hint = difflib.get_close_matches(key, list(ACTIVATION_NAMES), n=1)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise ConfigError(
-        f"{path}: unknown activation {name!r}{did_you_mean}; accepted: " + ", ".join(sorted(ACTIVATION_NAMES))
+        f"{path}: unknown activation {name!r:.80}{did_you_mean}; accepted: " + ", ".join(sorted(ACTIVATION_NAMES))
     )
 
 

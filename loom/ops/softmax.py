@@ -37,6 +37,11 @@ MASKED_LOGIT = -1e9
 def softmax_forward(z: Any, temperature: float, xp: Any) -> Any:
     """LOOM's ``softmaxStandard``: ``softmax(z / T)`` along the last axis (T = 0 means 1).
 
+    Computed as ``exp((z - max z) / T)`` normalised (``min`` for a negative ``T``), so no
+    exponent is positive and a tiny ``|T|`` cannot overflow; Go divides first
+    (``z / T - max(z / T)``), which equals this up to float32 rounding (exactly when
+    ``T`` is a power of two).
+
     Parameters
     ----------
     z : array, shape [..., n]
@@ -47,8 +52,11 @@ def softmax_forward(z: Any, temperature: float, xp: Any) -> Any:
     p : array, shape [..., n]
     """
     if temperature != 0 and temperature != 1:
-        z = z / temperature
-    e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+        # (z - ref) / T with ref the arg-max of z / T: every exponent is <= 0 whatever |T|
+        ref = xp.max(z, axis=-1, keepdims=True) if temperature > 0 else xp.min(z, axis=-1, keepdims=True)
+        e = xp.exp((z - ref) / temperature)
+    else:
+        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 

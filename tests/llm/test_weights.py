@@ -149,7 +149,7 @@ def test_gpt2_missing_bias_is_named(llm_fixtures: Path, tmp_path: Path) -> None:
     [
         (b"\x01\x02", r"not a safetensors file \(only 2 bytes"),
         (struct.pack("<Q", 1000) + b"{}", "header length 1000 runs past the end"),
-        (struct.pack("<Q", 4) + b"{bad", "header is not valid JSON"),
+        (struct.pack("<Q", 4) + b"{bad", "safetensors header: invalid JSON"),
         (struct.pack("<Q", 2) + b"[]", "header must be a JSON object"),
     ],
 )

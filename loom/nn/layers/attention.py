@@ -73,7 +73,8 @@ class MultiHeadAttentionKind(LayerKind):
             cfg.head_dim = cfg.d_model // cfg.num_heads  # Go: integer division
         if cfg.head_dim <= 0 or cfg.num_heads * cfg.head_dim > cfg.d_model:
             raise ConfigError(
-                f"{path}.num_heads: {cfg.num_heads} heads of size {cfg.head_dim} do not fit d_model {cfg.d_model}"
+                f"{path}.num_heads: expected num_heads x head_dim <= d_model {cfg.d_model} (and head_dim >= 1), "
+                f"got {cfg.num_heads} heads of size {cfg.head_dim}"
             )
         if cfg.num_heads % _kv_heads(cfg):
             raise ConfigError(
@@ -89,6 +90,10 @@ class MultiHeadAttentionKind(LayerKind):
                 )
             return in_features
         return cfg.seq_length * cfg.d_model if cfg.seq_length > 0 else None
+
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        tokens = (in_features or cfg.seq_length * cfg.d_model) // cfg.d_model
+        return 10 * tokens * cfg.d_model + 2 * cfg.num_heads * tokens * tokens  # projections, RoPE, scores
 
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"d_model": cfg.d_model, "num_heads": cfg.num_heads, "seq_length": cfg.seq_length}

@@ -11,6 +11,7 @@ thinc's callback style, no autograd engine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ __all__ = [
     "LayerKind",
     "add_grad",
     "check_length",
+    "finite_float32",
+    "float32_vector",
     "kind_for",
     "kind_names",
     "memoized",
@@ -126,21 +129,23 @@ class LayerKind:
         return {name: to_numpy(cfg.params[name]).reshape(-1) for name in self.param_shapes(cfg) if name in cfg.params}
 
     def import_weights(self, cfg: LayerConfig, weights: dict[str, Any], path: str) -> dict[str, np.ndarray]:
-        """Parameters from a decoded bundle weights object (flat lists); checks sizes."""
+        """Parameters from a decoded bundle weights object (flat lists of finite numbers); checks sizes."""
         from loom.errors import ModelFormatError
 
         params: dict[str, np.ndarray] = {}
         for name, shape in self.param_shapes(cfg).items():
             if name not in weights or weights[name] is None:
                 raise ModelFormatError(f"{path}: weights: missing array {name!r} for a {cfg.type} layer")
-            flat = np.asarray(weights[name], dtype=np.float32)
-            expected = int(np.prod(shape))
-            if flat.ndim != 1 or flat.size != expected:
-                raise ModelFormatError(
-                    f"{path}: weights.{name}: expected {expected} values for shape {list(shape)}, got {flat.size}"
-                )
-            params[name] = flat.reshape(shape)
+            params[name] = float32_vector(weights[name], shape, f"{path}: weights.{name}")
         return params
+
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        """Values one sample's forward pass through this layer materialises (output, caches, scratch).
+
+        Computed from the config alone, before anything is allocated, for the
+        ``max_activations`` budget of :mod:`loom.limits` (0 where a size is unknown).
+        """
+        return 2 * (out_features or 0)  # output and its pre-activation / cache
 
     # ----- math ----------------------------------------------------------------
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext) -> tuple[Any, Backprop]:
@@ -172,7 +177,7 @@ def kind_for(type_name: str, path: str = "type") -> LayerKind:
         hint = difflib.get_close_matches(str(type_name).lower(), list(_KINDS), n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(
-            f"{path}: unknown layer type {type_name!r}{did_you_mean}; accepted: " + ", ".join(sorted(_KINDS))
+            f"{path}: unknown layer type {type_name!r:.80}{did_you_mean}; accepted: " + ", ".join(sorted(_KINDS))
         )
     return kind
 
@@ -183,26 +188,47 @@ def kind_names() -> list[str]:
 
 
 # ----- JSON field readers (lenient about 8.0 for ints, strict about everything else) -----
+#: Largest size / count a config field may hold (Go's int32 range; the parameter and
+#: activation budgets of loom.limits bound the products).
+MAX_FIELD_INT = 2**31 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def spec_int(spec: dict[str, Any], key: str, path: str, default: int = 0) -> int:
-    """Integer field ``key`` of a lower-cased JSON object (missing -> ``default``)."""
+    """Integer field ``key`` of a lower-cased JSON object (missing -> ``default``), in 0..2**31-1."""
     value = spec.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
-        raise ConfigError(f"{path}.{key}: expected an integer, got {value!r}")
-    if value < 0:
-        raise ConfigError(f"{path}.{key}: expected a non-negative integer, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
+    ):
+        raise ConfigError(f"{path}.{key}: expected an integer, got {value!r:.80}")
+    if not 0 <= value <= MAX_FIELD_INT:
+        raise ConfigError(f"{path}.{key}: expected an integer in 0..{MAX_FIELD_INT}, got {value!r:.80}")
     return int(value)
 
 
+def finite_float32(value: Any, where: str) -> float:
+    """``value`` (a JSON number) as a float32-representable finite float; ``ConfigError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: expected a number, got {value!r:.80}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+        raise ConfigError(f"{where}: expected a finite float32 number, got {value!r:.80}")
+    return float(np.float32(number))
+
+
 def spec_float(spec: dict[str, Any], key: str, path: str, default: float = 0.0) -> float:
-    """Float field ``key`` (missing -> ``default``)."""
+    """Finite float32 field ``key`` (missing -> ``default``)."""
     value = spec.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}.{key}: expected a number, got {value!r}")
-    return float(np.float32(value))
+    return finite_float32(value, f"{path}.{key}")
 
 
 def spec_bool(spec: dict[str, Any], key: str, path: str, default: bool = False) -> bool:
@@ -211,5 +237,47 @@ def spec_bool(spec: dict[str, Any], key: str, path: str, default: bool = False) 
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ConfigError(f"{path}.{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{path}.{key}: expected true or false, got {value!r:.80}")
     return value
+
+
+def float32_vector(values: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """A bundle's flat weight list as a float32 array of ``shape`` holding finite values.
+
+    ``ModelFormatError`` naming ``where`` for anything else: not a list, wrong length,
+    non-numbers, or a value that is NaN / infinite / outside the float32 range.
+    """
+    from loom.errors import ModelFormatError
+
+    expected = math.prod(shape)
+    if isinstance(values, np.ndarray):  # arrays handed over by Python code (the registry)
+        values = values.reshape(-1)
+    elif not isinstance(values, list):
+        raise ModelFormatError(f"{where}: expected a list of {expected} numbers, got {type(values).__name__}")
+    if len(values) != expected:
+        raise ModelFormatError(f"{where}: expected {expected} values for shape {list(shape)}, got {len(values)}")
+    try:
+        wide = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        wide = None
+    if wide is None or wide.ndim != 1 or wide.dtype.kind not in "fiu":
+        index, bad = next(
+            (
+                (i, v)
+                for i, v in enumerate(values)
+                if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, int) and abs(v) > 2**63)
+            ),
+            (0, values[0] if len(values) else None),
+        )
+        raise ModelFormatError(
+            f"{where}: expected a flat list of {expected} numbers, got {type(bad).__name__} {bad!r:.40} at {index}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        flat = wide.astype(np.float32)
+    finite = np.isfinite(flat)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise ModelFormatError(
+            f"{where}[{bad}]: expected a finite float32 number, got {values[bad]!r} (weights must be finite)"
+        )
+    return flat.reshape(shape)

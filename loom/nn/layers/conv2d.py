@@ -1,8 +1,9 @@
 """Conv2D layer kind (LOOM type 1): ``[B][C][H][W] -> [B][F][oH][oW]``, activation applied.
 
 The kernel is LOOM's ``[F][C][k][k]`` (weight ``kernel``), the bias ``conv_bias``.
-``output_height``/``output_width`` are taken from the config as LOOM does;
-when missing they are inferred as ``(in + 2 * padding - k) // stride + 1``.
+``output_height``/``output_width`` are ``(in + 2 * padding - k) // stride + 1``; a
+config or bundle that states other values is a ``ConfigError`` (Go trusts the stated
+sizes and returns extra or missing outputs).
 """
 
 from __future__ import annotations
@@ -53,15 +54,24 @@ class Conv2DKind(LayerKind):
                 f"match the {in_features} features the previous layer produces"
             )
         for out_key, in_key in (("output_height", "input_height"), ("output_width", "input_width")):
-            if getattr(cfg, out_key) <= 0:
-                size = conv2d_output_size(getattr(cfg, in_key), cfg.kernel_size, cfg.stride, cfg.padding)
-                if size <= 0:
-                    raise ConfigError(
-                        f"{path}.{out_key}: kernel_size {cfg.kernel_size} does not fit {in_key} "
-                        f"{getattr(cfg, in_key)} with padding {cfg.padding}"
-                    )
-                setattr(cfg, out_key, size)
+            size = conv2d_output_size(getattr(cfg, in_key), cfg.kernel_size, cfg.stride, cfg.padding)
+            if size <= 0:
+                raise ConfigError(
+                    f"{path}.{out_key}: kernel_size {cfg.kernel_size} does not fit {in_key} "
+                    f"{getattr(cfg, in_key)} with padding {cfg.padding}"
+                )
+            stated = getattr(cfg, out_key)
+            if stated > 0 and stated != size:
+                raise ConfigError(
+                    f"{path}.{out_key}: expected {size} = ({in_key} {getattr(cfg, in_key)} + 2 x padding "
+                    f"{cfg.padding} - kernel_size {cfg.kernel_size}) // stride {cfg.stride} + 1, got {stated}"
+                )
+            setattr(cfg, out_key, size)
         return cfg.filters * cfg.output_height * cfg.output_width
+
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        patches = cfg.input_channels * cfg.kernel_size**2 * cfg.output_height * cfg.output_width
+        return 2 * (out_features or 0) + patches
 
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {key: getattr(cfg, key) for key in _GEOMETRY}

@@ -37,7 +37,7 @@ class _NormKind(LayerKind):
         cfg.norm_size = spec_int(spec, "norm_size", path)
         cfg.epsilon = spec_float(spec, "epsilon", path)
         if cfg.epsilon < 0:
-            raise ConfigError(f"{path}.epsilon: expected a non-negative number, got {cfg.epsilon}")
+            raise ConfigError(f"{path}.epsilon: expected a non-negative number, got {spec.get('epsilon')!r}")
 
     def infer(self, cfg: LayerConfig, in_features: int | None, path: str) -> int | None:
         if cfg.norm_size <= 0:

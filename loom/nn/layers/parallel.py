@@ -52,7 +52,7 @@ def _mode(cfg: LayerConfig, path: str) -> str:
     mode = COMBINE_MODES.get(cfg.combine_mode) if isinstance(cfg.combine_mode, str) else None
     if mode is None:
         raise ConfigError(
-            f"{path}.combine_mode: unknown combine mode {cfg.combine_mode!r}; accepted: "
+            f"{path}.combine_mode: unknown combine mode {cfg.combine_mode!r:.80}; accepted: "
             "concat, add, avg, average, grid_scatter"
         )
     return mode
@@ -126,8 +126,8 @@ def grid_cell_order(cfg: LayerConfig, path: str | None = None) -> list[int]:
                 raise ConfigError(f"{where}.{name}: {value} is outside 0..{limit - 1}")
         if pos.branch_index in placed:
             raise ConfigError(
-                f"{where}.branch_index: branch {pos.branch_index} already has a position "
-                f"(grid_positions[{placed[pos.branch_index]}])"
+                f"{where}.branch_index: expected one position per branch, got a second one for branch "
+                f"{pos.branch_index} (first: grid_positions[{placed[pos.branch_index]}])"
             )
         placed[pos.branch_index] = k
         cell = pos.target_row * cols * layers + pos.target_col * layers + pos.target_layer
@@ -146,7 +146,7 @@ def _parse_positions(value: Any, path: str) -> list[GridPosition]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ConfigError(f"{path}.grid_positions: expected a list of position objects, got {value!r}")
+        raise ConfigError(f"{path}.grid_positions: expected a list of position objects, got {value!r:.80}")
     positions = []
     for k, item in enumerate(value):
         where = f"{path}.grid_positions[{k}]"
@@ -215,6 +215,14 @@ class ParallelKind(LayerKind):
                     )
             return known[0][1] if len(known) == len(sizes) else None
         return None if any(s is None for s in sizes) else sum(sizes)
+
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        total = 2 * (out_features or 0)
+        for i, branch in enumerate(cfg.branches):
+            kind = kind_for(branch.type)
+            branch_out = kind.infer(branch, in_features, f"{cfg.path}.branches[{i}]")  # sizes are filled: no change
+            total += kind.work_size(branch, in_features, branch_out)
+        return total
 
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {

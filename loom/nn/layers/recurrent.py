@@ -24,6 +24,7 @@ from loom.nn.layers.base import (
     ForwardContext,
     LayerKind,
     add_grad,
+    float32_vector,
     register_kind,
     spec_bool,
     spec_int,
@@ -72,6 +73,9 @@ class _RecurrentKind(LayerKind):
             )
         return cfg.seq_length * cfg.hidden_size if cfg.seq_length > 0 else None
 
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        return 10 * (cfg.seq_length + 1) * cfg.hidden_size  # states, gates and outputs
+
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {
             "input_size": cfg.input_size,
@@ -87,8 +91,8 @@ class _RecurrentKind(LayerKind):
             per_step = batch * n_in
             if x.shape[0] == 0 or x.shape[0] % per_step:
                 raise ShapeError(
-                    f"{cfg.path} ({cfg.type}): seq_length is not set and {x.shape[0]} input values are not "
-                    f"a multiple of batch {batch} x input_size {n_in}"
+                    f"{cfg.path} ({cfg.type}): expected a positive multiple of batch {batch} x input_size {n_in} "
+                    f"input values (seq_length is not set), got {x.shape[0]}"
                 )
             cfg.seq_length = seq = x.shape[0] // per_step
         elif x.shape[0] != batch * seq * n_in:
@@ -104,7 +108,7 @@ class _RecurrentKind(LayerKind):
         state = cfg.state.get(key)
         if state is not None and state.shape[0] != batch:
             raise ShapeError(
-                f"{cfg.path} ({cfg.type}): the kept state holds {state.shape[0]} samples but this forward has "
+                f"{cfg.path} ({cfg.type}): expected batch {state.shape[0]} (the samples of the kept state), got "
                 f"batch {batch}; call reset_state() before changing the batch size of a stateful layer"
             )
         return state
@@ -229,18 +233,18 @@ class LSTMKind(_RecurrentKind):
 
     def import_weights(self, cfg: LayerConfig, weights: dict[str, Any], path: str) -> dict[str, np.ndarray]:
         n_in, hidden = cfg.input_size, cfg.hidden_size
+        checked: dict[str, np.ndarray] = {}
         for gate in LSTM_GATES:
-            for name, size in (
-                (f"weight_i{gate}", hidden * n_in),
-                (f"weight_h{gate}", hidden * hidden),
-                (f"bias_{gate}", hidden),
+            for name, shape in (
+                (f"weight_i{gate}", (hidden, n_in)),
+                (f"weight_h{gate}", (hidden, hidden)),
+                (f"bias_{gate}", (hidden,)),
             ):
                 values = weights.get(name)
                 if values is None:
                     raise ModelFormatError(f"{path}: weights: missing array {name!r} for an lstm layer")
-                if np.size(values) != size:
-                    raise ModelFormatError(f"{path}: weights.{name}: expected {size} values, got {np.size(values)}")
-        return fuse_lstm_weights(weights, n_in, hidden)
+                checked[name] = float32_vector(values, shape, f"{path}: weights.{name}")
+        return fuse_lstm_weights(checked, n_in, hidden)
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
         batch, xp, params = ctx.batch_size, ctx.xp, cfg.params

@@ -6,11 +6,13 @@ whose rows are the last level), ``gumbel`` (noise from the network's seeded RNG,
 added), ``masked`` (``-1e9`` on masked-out logits), ``sparse`` / ``sparsemax``,
 ``adaptive`` and ``mixture`` (plain softmax, T = 1, as Go), ``entmax`` (Go's blend).
 
-As in Go, the whole flat vector is one distribution (``batch_size`` samples
-included), except for ``grid`` / ``hierarchical``, which work per row; when the vector
-holds ``batch_size`` copies of the grid (or of the mask), each sample gets its rows
-(its mask). Sizes that do not fit are a :class:`~loom.errors.ConfigError` (Go silently
-falls back to a plain softmax or leaves zeros).
+Every sample of a batch is its own distribution (its own grid rows, its own mask):
+the flat input of ``batch_size`` samples is split into ``batch_size`` equal parts.
+Go normalises the whole flat batch as one vector (rows of different samples do not sum
+to 1); at batch 1 both are the same (docs/differences-from-go.md). Sizes that do not
+fit are a :class:`~loom.errors.ConfigError` (Go silently falls back to a plain softmax
+or leaves zeros). A temperature must be finite; ``softmax(z / T)`` is computed as
+``exp((z - max z) / T)`` normalised, so a tiny ``T`` cannot overflow.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from loom.errors import ConfigError
+from loom.errors import ConfigError, ShapeError
 from loom.nn import gojson
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import ForwardContext, LayerKind, register_kind, spec_bool, spec_float, spec_int
@@ -58,7 +60,7 @@ def _list(spec: dict[str, Any], key: str, path: str, item_type: type, what: str)
     if not isinstance(value, list) or not all(
         isinstance(v, item_type) and (item_type is bool or not isinstance(v, bool)) for v in value
     ):
-        raise ConfigError(f"{path}.{key}: expected a list of {what}, got {value!r}")
+        raise ConfigError(f"{path}.{key}: expected a list of {what}, got {value!r:.80}")
     return list(value)
 
 
@@ -66,11 +68,9 @@ def _int_list(spec: dict[str, Any], key: str, path: str) -> list[int] | None:
     value = spec.get(key)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer() for v in value
-    ):
-        raise ConfigError(f"{path}.{key}: expected a list of integers, got {value!r}")
-    return [int(v) for v in value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}.{key}: expected a list of integers, got {value!r:.80}")
+    return [spec_int({f"{key}[{i}]": v}, f"{key}[{i}]", path) for i, v in enumerate(value)]
 
 
 @register_kind
@@ -96,7 +96,8 @@ class SoftmaxKind(LayerKind):
             variant = "standard"
         if not isinstance(variant, str) or variant.lower() not in SOFTMAX_VARIANTS:
             raise ConfigError(
-                f"{path}.softmax_variant: unknown softmax variant {variant!r}; accepted: " + ", ".join(SOFTMAX_VARIANTS)
+                f"{path}.softmax_variant: unknown softmax variant {variant!r:.80}; accepted: "
+                + ", ".join(SOFTMAX_VARIANTS)
             )
         cfg.softmax_variant = SOFTMAX_VARIANTS[variant.lower()]
         cfg.softmax_rows = spec_int(spec, "softmax_rows", path)
@@ -108,7 +109,7 @@ class SoftmaxKind(LayerKind):
         clusters = spec.get("adaptive_clusters")
         if clusters is not None:
             if not isinstance(clusters, list):
-                raise ConfigError(f"{path}.adaptive_clusters: expected a list of integer lists, got {clusters!r}")
+                raise ConfigError(f"{path}.adaptive_clusters: expected a list of integer lists, got {clusters!r:.80}")
             cfg.adaptive_clusters = [
                 _int_list({"c": c}, "c", f"{path}.adaptive_clusters[{i}]") or [] for i, c in enumerate(clusters)
             ]
@@ -117,7 +118,7 @@ class SoftmaxKind(LayerKind):
             if not isinstance(weights, list) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in weights
             ):
-                raise ConfigError(f"{path}.mixture_weights: expected a list of numbers, got {weights!r}")
+                raise ConfigError(f"{path}.mixture_weights: expected a list of numbers, got {weights!r:.80}")
             cfg.mixture_weights = [spec_float({"w": v}, "w", path) for v in weights]
         cfg.entmax_alpha = spec_float(spec, "entmax_alpha", path)
         if cfg.softmax_variant == "grid" and (cfg.softmax_rows <= 0 or cfg.softmax_cols <= 0):
@@ -135,7 +136,7 @@ class SoftmaxKind(LayerKind):
 
     def infer(self, cfg: LayerConfig, in_features: int | None, path: str) -> int | None:
         if in_features:
-            self._check_size(cfg, in_features, 1)
+            self._check_size(cfg, in_features)
         return in_features
 
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
@@ -163,75 +164,84 @@ class SoftmaxKind(LayerKind):
             return math.prod(levels) // cols, cols
         return None
 
-    def _check_size(self, cfg: LayerConfig, length: int, batch: int) -> int:
-        """Validate ``length`` against the variant's sizes; returns how many copies (1 or ``batch``)."""
+    def _check_size(self, cfg: LayerConfig, length: int) -> None:
+        """Validate one sample's ``length`` against the variant's sizes (grid, levels, mask)."""
         grid = self._grid_shape(cfg)
         if grid is not None:
-            size, what = (
-                grid[0] * grid[1],
-                (
-                    f"softmax_rows x softmax_cols = {grid[0]} x {grid[1]}"
-                    if cfg.softmax_variant == "grid"
-                    else f"the product of hierarchy_levels {cfg.hierarchy_levels}"
-                ),
-            )
-            field = "softmax_rows" if cfg.softmax_variant == "grid" else "hierarchy_levels"
+            size = grid[0] * grid[1]
+            if cfg.softmax_variant == "grid":
+                what, field = f"softmax_rows x softmax_cols = {grid[0]} x {grid[1]}", "softmax_rows"
+            else:
+                what, field = f"the product of hierarchy_levels {cfg.hierarchy_levels}", "hierarchy_levels"
         elif cfg.softmax_variant == "masked" and cfg.mask:
             size, what, field = len(cfg.mask), f"the mask length {len(cfg.mask)}", "mask"
         else:
-            return 1
-        if length == size:
-            return 1
-        if batch > 1 and length == batch * size:
-            return batch
-        raise ConfigError(
-            f"{cfg.path}.{field}: {what} = {size} does not match the softmax input length {length}"
-            + (f" (batch {batch})" if batch > 1 else "")
-        )
+            return
+        if length != size:
+            raise ConfigError(
+                f"{cfg.path}.{field}: {what} = {size} does not match the softmax input length {length} of one sample"
+            )
 
     # ----- math ----------------------------------------------------------------
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
-        xp, variant = ctx.xp, cfg.softmax_variant
+        xp, variant, batch = ctx.xp, cfg.softmax_variant, ctx.batch_size
         temperature = cfg.temperature if cfg.temperature != 0 else 1.0
-        copies = self._check_size(cfg, x.shape[0], ctx.batch_size)
+        n = x.shape[0]
+        if n == 0 or n % batch:
+            raise ShapeError(
+                f"{cfg.path} ({cfg.type}): expected a positive multiple of batch {batch} input values "
+                f"(one distribution per sample), got {n}"
+            )
+        z = x.reshape(batch, n // batch) if batch > 1 else x  # [B, m]: one distribution per sample
+        self._check_size(cfg, n // batch)
+        p, backward = self._variant(cfg, variant, z, temperature, ctx, xp)
+        shape = z.shape
+        return p.reshape(-1), lambda g: backward(g.reshape(shape)).reshape(-1)
+
+    def _variant(self, cfg: LayerConfig, variant: str, z: Any, temperature: float, ctx: ForwardContext, xp: Any):
+        """``(p, backward)`` of one variant along the last axis of ``z`` (``[m]`` or ``[B, m]``)."""
         if variant in ("standard", "temperature"):
-            p = softmax_forward(x, temperature, xp)
+            p = softmax_forward(z, temperature, xp)
             return p, lambda g: softmax_backward(g, p, temperature, xp)
         if variant in ("adaptive", "mixture"):
-            p = softmax_forward(x, 1.0, xp)
+            p = softmax_forward(z, 1.0, xp)
             return p, lambda g: softmax_backward(g, p, 1.0, xp)
         if variant in ("grid", "hierarchical"):
-            rows, cols = self._grid_shape(cfg)  # type: ignore[misc]
-            p2 = softmax_forward(x.reshape(rows * copies, cols), temperature, xp)
-            return p2.reshape(-1), lambda g: softmax_backward(g.reshape(p2.shape), p2, temperature, xp).reshape(-1)
+            cols = self._grid_shape(cfg)[1]  # type: ignore[index]
+            p2 = softmax_forward(z.reshape(-1, cols), temperature, xp)  # [B * rows, cols]
+
+            def grid_backward(g: Any) -> Any:
+                return softmax_backward(g.reshape(p2.shape), p2, temperature, xp).reshape(z.shape)
+
+            return p2.reshape(z.shape), grid_backward
         if variant == "masked":
             if not cfg.mask:
-                p = softmax_forward(x, temperature, xp)
+                p = softmax_forward(z, temperature, xp)
                 return p, lambda g: softmax_backward(g, p, temperature, xp)
-            keep = self._mask_array(cfg, ctx, copies)
-            p = softmax_forward(xp.where(keep, x, xp.full_like(x, MASKED_LOGIT)), temperature, xp)
+            keep = self._mask_array(cfg, ctx)  # [m], broadcast over samples
+            p = softmax_forward(xp.where(keep, z, xp.full_like(z, MASKED_LOGIT)), temperature, xp)
             return p, lambda g: xp.where(keep, softmax_backward(g, p, temperature, xp), xp.zeros_like(g))
         if variant == "gumbel":
             rng = ctx.rng if ctx.rng is not None else ctx.backend.rng(None)
-            noise = gumbel_noise(rng.random(x.shape[0], dtype=x.dtype), xp)
-            p = softmax_forward((x + noise) / temperature if temperature != 1 else x + noise, 1.0, xp)
+            noise = xp.reshape(gumbel_noise(rng.random(z.size, dtype=z.dtype), xp), z.shape)
+            p = softmax_forward(z + noise, temperature, xp)
             return p, lambda g: softmax_backward(g, p, temperature, xp)
         if variant == "sparse":
-            p = sparsemax_forward(x, xp)
+            p = sparsemax_forward(z, xp)
             return p, lambda g: sparsemax_backward(g, p, xp)
         if variant == "entmax":
             alpha = cfg.entmax_alpha
-            p, cache = entmax_blend_forward(x, alpha, xp)
+            p, cache = entmax_blend_forward(z, alpha, xp)
             return p, lambda g: entmax_blend_backward(g, p, alpha, cache, xp)
         raise ConfigError(f"{cfg.path}.softmax_variant: unknown softmax variant {variant!r}")
 
     @staticmethod
-    def _mask_array(cfg: LayerConfig, ctx: ForwardContext, copies: int) -> Any:
-        """The boolean keep-mask on the backend, cached in ``cfg.state``, tiled ``copies`` times."""
-        key = ("_mask", copies, ctx.backend.name, tuple(cfg.mask or ()))
+    def _mask_array(cfg: LayerConfig, ctx: ForwardContext) -> Any:
+        """The boolean keep-mask of one sample on the backend, cached in ``cfg.state``."""
+        key = ("_mask", ctx.backend.name, tuple(cfg.mask or ()))
         cached = cfg.state.get("_mask")
         if cached is not None and cached[0] == key:
             return cached[1]
-        keep = ctx.backend.asarray(list(cfg.mask or ()) * copies, dtype=ctx.backend.raw.bool_)
+        keep = ctx.backend.asarray(list(cfg.mask or ()), dtype=ctx.backend.raw.bool_)
         cfg.state["_mask"] = (key, keep)
         return keep

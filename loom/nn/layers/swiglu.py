@@ -45,6 +45,10 @@ class SwiGLUKind(LayerKind):
             )
         return in_features
 
+    def work_size(self, cfg: LayerConfig, in_features: int | None, out_features: int | None) -> int:
+        rows = (in_features or 0) // cfg.input_size
+        return 3 * rows * cfg.output_size + 2 * (in_features or 0)  # gate, up, product; output
+
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {"input_height": cfg.input_size, "output_height": cfg.output_size}
 
