@@ -51,6 +51,12 @@ DENSE = {"type": "dense", "input_size": 4, "output_size": 4, "activation": "tanh
             "layers[0]",
             "multi-head attention with batch_size 2",
         ),
+        (
+            [DENSE, {"type": "softmax", "softmax_variant": "sparsemax"}],
+            {"batch_size": 3},
+            "layers[1]",
+            "softmax with batch_size 3",
+        ),
         ([DENSE, {"type": "residual"}], {}, "layers[1]", "layer type 'residual'"),
         (
             [{"type": "lstm", "input_size": 4, "hidden_size": 4, "seq_length": 1, "stateful": True}],

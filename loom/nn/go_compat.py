@@ -108,6 +108,12 @@ def _layer_findings(cfg: LayerConfig, batch_size: int, in_branch: bool) -> Itera
         yield GoCompatibilityFinding(path, "layer type 'residual'", "cannot load it (unknown layer type: residual)")
     if cfg.type == "multi_head_attention":
         yield from _attention_findings(cfg, batch_size, in_branch)
+    if cfg.type == "softmax" and batch_size > 1:
+        yield GoCompatibilityFinding(
+            path,
+            f"softmax with batch_size {batch_size}",
+            "normalises over the whole flat batch instead of each sample on its own",
+        )
     if cfg.type in ("rnn", "lstm") and cfg.stateful:
         yield GoCompatibilityFinding(path, "stateful: true", "ignores it and starts every forward from zero state")
     if cfg.type == "parallel" and COMBINE_MODES.get(cfg.combine_mode) == "grid_scatter":
