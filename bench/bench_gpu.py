@@ -21,7 +21,8 @@ loom and transformers alike. ``--profile`` adds the GPU time of each decode kern
 
 Usage::
 
-    python bench/bench_gpu.py [--repeats 3] [--skip-compile] [--skip-hf] [--skip-training] [--profile]
+    python bench/bench_gpu.py [--repeats 3] [--peer-repeats 2] [--skip-compile] [--skip-hf]
+                              [--skip-training] [--profile]
 """
 
 from __future__ import annotations
@@ -343,13 +344,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prefill-tokens", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each loom measurement")
+    parser.add_argument("--peer-repeats", type=int, default=2, help="timed runs of each peer and training row")
     parser.add_argument("--skip-hf", action="store_true", help="no transformers rows")
     parser.add_argument("--skip-compile", action="store_true", help="no static-cache + torch.compile rows")
     parser.add_argument("--skip-training", action="store_true", help="no training rows")
     parser.add_argument("--profile", action="store_true", help="GPU time of each decode kernel")
+    parser.add_argument(
+        "--time-budget", type=float, default=float("inf"), help="seconds after which no torch.compile row starts"
+    )
     args = parser.parse_args(argv)
 
+    started = time.perf_counter()
     be = resolve_backend("cupy")
     cupy = be.raw
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -391,6 +397,17 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         cupy.get_default_memory_pool().free_all_blocks()
 
+    training: dict[str, Any] = {}
+    if not args.skip_training:
+        # TRAINING ROWS: measured through today's Network.train; the engine is rewritten in #9.
+        training["loom"] = loom_mlp(args.peer_repeats)
+        try:
+            training["torch"] = torch_mlp(args.peer_repeats)
+        except ImportError:
+            training["torch"] = None
+        training["gpu_demo"], training["cpu_demo"] = seed_demo("cupy", 1), seed_demo("numpy", args.peer_repeats)
+        print(f"training rows measured ({time.perf_counter() - started:.0f} s since start)")
+
     hf: dict[str, list[float] | str] = {}
     if not args.skip_hf:
         try:
@@ -404,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for dtype in ("float32", "bfloat16"):
             model = hf_model(config_dict, tensors, dtype)
-            hf[f"eager {dtype}"] = hf_decode(model, args.new_tokens, args.repeats)
+            hf[f"eager {dtype}"] = hf_decode(model, args.new_tokens, args.peer_repeats)
             if dtype == "float32":
                 hf["prefill"] = hf_prefill(model, long, args.repeats)
                 with torch.inference_mode():
@@ -417,13 +434,22 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "agree" if same else "DIFFER"
                 print(f"check vs transformers float32: max |logit diff| {diff:.2e}; greedy ids {verdict}")
             print(f"transformers eager {dtype}: decode {spread(hf[f'eager {dtype}'])} tok/s")
-            if not args.skip_compile:
+            if not args.skip_compile and time.perf_counter() - started > args.time_budget:
+                hf[f"compiled {dtype}"] = "skipped (time budget)"
+                print(f"transformers static+compile {dtype}: skipped (--time-budget {args.time_budget:.0f} s spent)")
+            elif not args.skip_compile:
                 t0 = time.perf_counter()
-                hf[f"compiled {dtype}"] = hf_decode(hf_compiled(model), args.new_tokens, args.repeats, warmups=2)
-                print(
-                    f"transformers static+compile {dtype}: decode {spread(hf[f'compiled {dtype}'])} tok/s "
-                    f"(compile and warm-up included, the step took {time.perf_counter() - t0:.0f} s)"
-                )
+                try:
+                    rates = hf_decode(hf_compiled(model), args.new_tokens, args.peer_repeats, warmups=2)
+                except Exception as exc:  # a peer's failure must not lose the other rows
+                    hf[f"compiled {dtype}"] = f"failed ({type(exc).__name__})"
+                    print(f"transformers static+compile {dtype}: failed: {type(exc).__name__}: {exc}")
+                else:
+                    hf[f"compiled {dtype}"] = rates
+                    print(
+                        f"transformers static+compile {dtype}: decode {spread(rates)} tok/s "
+                        f"(compile and warm-up included, the step took {time.perf_counter() - t0:.0f} s)"
+                    )
             del model
             gc.collect()
             torch.cuda.empty_cache()
@@ -432,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         return f"{max(a) / max(b):.2f}×" if a and isinstance(b, list) and b else "—"
 
     def best(v: Any, fmt: str = "{:.0f}") -> str:
-        return fmt.format(max(v)) if isinstance(v, list) and v else "skipped"
+        if isinstance(v, list) and v:
+            return fmt.format(max(v))
+        return v if isinstance(v, str) else "skipped"
 
     for dtype, peer in (("float32", "float32"), ("bfloat16", "bfloat16"), ("float16", None)):
         peers = "—"
@@ -456,13 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
-    if not args.skip_training:
-        # TRAINING ROWS: measured through today's Network.train; the engine is rewritten in #9.
-        loom_rates = loom_mlp(args.repeats)
-        try:
-            torch_rates = torch_mlp(args.repeats)
-        except ImportError:
-            torch_rates = None
+    if training:
+        loom_rates, torch_rates = training["loom"], training["torch"]
         rows.append(
             (
                 "4096→4096→4096→10 MLP, batch 256, SGD, samples/s",
@@ -472,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 "—",
             )
         )
-        gpu_demo, cpu_demo = seed_demo("cupy", args.repeats), seed_demo("numpy", args.repeats)
+        gpu_demo, cpu_demo = training["gpu_demo"], training["cpu_demo"]
         if gpu_demo is None or cpu_demo is None:
             rows.append(("seed grid-scatter demo, 800 epochs, s", "skipped (no fixture)", "", "", ""))
         else:

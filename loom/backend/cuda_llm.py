@@ -16,6 +16,7 @@ tests (``compile_module`` and ``gemm`` are injectable).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from importlib import resources
@@ -44,6 +45,9 @@ GEMV_THREADS = 256
 _ATTENTION_THREADS = 128
 _MAX_HEAD_DIM = 256
 _DEFAULT_SHARED_LIMIT = 48 * 1024
+#: Shared-memory share of L1 for every kernel here (percent): one configuration for all of them,
+#: so consecutive kernels of a decode step never wait for the multiprocessors to reconfigure.
+_SHARED_CARVEOUT = 50
 _TF32_MATH = 3  # CUBLAS_TF32_TENSOR_OP_MATH
 
 
@@ -96,6 +100,14 @@ def fused_support(
     return None
 
 
+def _head_class(head_dim: int) -> str:
+    """Suffix of the attention kernel for ``head_dim``: ``_sN`` serves up to ``32 N`` dimensions."""
+    slots = 1
+    while 32 * slots < head_dim:
+        slots *= 2
+    return f"_s{slots}"
+
+
 def _i(value: int) -> np.int32:
     return np.int32(value)
 
@@ -129,6 +141,8 @@ class LLMKernels:
         kernel = self._functions.get(name)
         if kernel is None:
             kernel = self._functions[name] = self._module.get_function(name)
+            with contextlib.suppress(Exception):  # a hint: older drivers/CuPy may not take it
+                kernel.preferred_shared_memory_carveout = _SHARED_CARVEOUT
         if shared > _DEFAULT_SHARED_LIMIT and getattr(kernel, "max_dynamic_shared_size_bytes", shared) < shared:
             kernel.max_dynamic_shared_size_bytes = shared
         kernel(grid, (block,), args, shared_mem=shared)
@@ -208,7 +222,8 @@ class LLMKernels:
         h, hk, hd = heads
         splits = part_ml.shape[1]
         args = (q, k_cache, v_cache, io, _i(h), _i(hk), _i(hd), _i(k_cache.shape[1]), _f(scale), _i(splits))
-        self._launch("loom_decode_attention", (h, splits), _ATTENTION_THREADS, (*args, part_o, part_ml))
+        name = "loom_decode_attention" + _head_class(hd)
+        self._launch(name, (h, splits), _ATTENTION_THREADS, (*args, part_o, part_ml))
 
     def attn_out(self, fmt: str, part_o: Array, part_ml: Array, w: Array, bias: Array | None, x: Array) -> None:
         """``x += combine(part_o, part_ml) @ w (+ bias)``; ``w`` ``[H hd, D]``."""
@@ -313,7 +328,7 @@ class LLMKernels:
         t = q.shape[0]
         h, hk, hd = heads
         args = (q, k_cache, v_cache, _i(t), _i(start), _i(h), _i(hk), _i(hd), _i(k_cache.shape[1]), _f(scale), out)
-        self._launch("loom_prefill_attention", (h, -(-t // 4)), _ATTENTION_THREADS, args)
+        self._launch("loom_prefill_attention" + _head_class(hd), (h, -(-t // 4)), _ATTENTION_THREADS, args)
 
     def gated_activation(self, a: Array, bias: Array | None, gated: bool, out: Array) -> None:
         """``out`` ``[T, Di]`` = ``swiglu(a[:, :Di], a[:, Di:])`` (gated) or ``gelu_tanh(a)`` (+ bias first)."""

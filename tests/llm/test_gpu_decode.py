@@ -201,3 +201,37 @@ def test_generic_graph_decoder_equals_eager_decode(rig, llm_fixtures):
         np.testing.assert_allclose(loom.to_numpy(decoder.logits), want, atol=ATOL, rtol=0)
         assert nxt == int(np.argmax(want))
         token = nxt
+
+
+# ------------------------------------------------------------------ reduced-precision loading (any backend)
+def test_round_weights_rounds_to_nearest_even():
+    from loom.llm.loader import round_weights
+
+    one = np.float32(1.0)
+    step = np.float32(2.0**-7)  # bfloat16 spacing at 1
+    values = np.array([one + step / 2, one + 3 * step / 2, one + step / 4, -(one + 3 * step / 4)], np.float32)
+    assert round_weights(values, "bfloat16").tolist() == [1.0, 1.0 + 2 * step, 1.0, -(1.0 + step)]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1000).astype(np.float32)
+    np.testing.assert_array_equal(round_weights(x, "float16"), x.astype(np.float16).astype(np.float32))
+    bf = round_weights(x, "bfloat16")
+    assert not (bf.view(np.uint32) & 0xFFFF).any()
+    assert np.abs(bf - x).max() <= np.abs(x).max() * 2.0**-8
+
+
+def test_reduced_precision_loading_rounds_the_matrices_only(llm_fixtures):
+    full = loom.llm.load_transformer(llm_fixtures / "tiny-llama", backend="numpy")
+    half = loom.llm.load_transformer(llm_fixtures / "tiny-llama", backend="numpy", dtype="bfloat16")
+    assert (full.weight_dtype, half.weight_dtype) == ("float32", "bfloat16")
+    assert half.dtype == np.float32
+    layer, ref = half.weights.layers[0], full.weights.layers[0]
+    assert not (layer.qkv.view(np.uint32) & 0xFFFF).any()
+    assert not np.array_equal(layer.qkv, ref.qkv)
+    np.testing.assert_array_equal(layer.attn_norm, ref.attn_norm)  # norm gains stay float32
+
+
+def test_unknown_dtype_is_a_config_error_listing_the_choices(llm_fixtures):
+    from loom.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dtype: 'int8' is not supported.*bfloat16"):
+        loom.llm.load_transformer(llm_fixtures / "tiny-llama", dtype="int8")

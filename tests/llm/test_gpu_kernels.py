@@ -99,7 +99,10 @@ def test_qkv_rope_equals_norm_matmul_rope_and_writes_one_cache_row(rig, request,
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize(("heads", "s_max", "pos", "splits"), [((4, 2, 16), 300, 257, 3), ((6, 3, 64), 40, 0, 4)])
+@pytest.mark.parametrize(
+    ("heads", "s_max", "pos", "splits"),
+    [((4, 2, 16), 300, 257, 3), ((6, 3, 64), 40, 0, 4), ((2, 1, 128), 50, 37, 2), ((2, 2, 256), 20, 9, 1)],
+)
 def test_decode_attention_then_output_projection_equals_attention_matmul_residual(
     rig, request, fmt, heads, s_max, pos, splits
 ):
@@ -213,7 +216,14 @@ def test_norm_rows_equals_rms_and_layer_norm(rig, request, kind):
 
 
 @pytest.mark.parametrize(
-    ("heads", "rotary", "bias"), [((4, 2, 16), 16, True), ((4, 1, 32), 16, False), ((2, 2, 16), 0, True)]
+    ("heads", "rotary", "bias"),
+    [
+        ((4, 2, 16), 16, True),
+        ((4, 1, 32), 16, False),
+        ((2, 2, 16), 0, True),
+        ((2, 1, 128), 64, False),
+        ((2, 1, 160), 0, True),
+    ],
 )
 def test_rope_scatter_and_prefill_attention_equal_rope_and_causal_attention(rig, request, heads, rotary, bias):
     rng = _rng(request)

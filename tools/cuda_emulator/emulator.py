@@ -24,15 +24,19 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(')
-_MACRO_KERNEL = re.compile(r"loom_(\w+)_##SUFFIX\(")
-_MACRO_USE = re.compile(r"^LOOM_DECODE_KERNELS\(\d+,\s*(\w+)\)", re.M)
+_MACRO = re.compile(r"^#define\s+(\w+)\(([^)]*)\)(.*?)(?=^\S|\Z)", re.M | re.S)
+_PASTED = re.compile(r"(\w+)##(\w+)\s*\(")
 
 
 def kernel_names(source: str) -> list[str]:
-    """Names of the ``extern "C" __global__`` kernels of ``source`` (macro-generated ones included)."""
+    """Names of the ``extern "C" __global__`` kernels of ``source``, those that macros paste together too."""
     names = [n for n in _KERNEL.findall(source) if n != "__launch_bounds__"]
-    for suffix in _MACRO_USE.findall(source):
-        names += [f"loom_{stem}_{suffix}" for stem in _MACRO_KERNEL.findall(source)]
+    for macro, params, body in _MACRO.findall(source):
+        params = [p.strip() for p in params.split(",")]
+        stems = [(stem, params.index(arg)) for stem, arg in _PASTED.findall(body) if arg in params]
+        for call in re.findall(rf"^{macro}\(([^)]*)\)", source, re.M):
+            args = [a.strip() for a in call.split(",")]
+            names += [stem + args[i] for stem, i in stems]
     return sorted(set(names))
 
 

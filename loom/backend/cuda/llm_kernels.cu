@@ -5,7 +5,7 @@
 // a warp, and fuse the work around them so a decoder layer takes five launches:
 //
 //   loom_qkv_rope_*   norm(x) -> x @ Wqkv (+ bias) -> RoPE -> q, and k/v written into the cache
-//   loom_decode_attention   one query over the cache, split over key ranges (flash-decoding)
+//   loom_decode_attention_s*  one query over the cache, split over key ranges (flash-decoding)
 //   loom_attn_out_*   combine the split partials -> @ Wo (+ bias) -> added to the residual x
 //   loom_mlp_in_*     norm(x) -> x @ [Wgate | Wup] -> silu(gate) * up   (or GELU for GPT-2)
 //   loom_mlp_out_*    @ Wdown (+ bias) -> added to the residual x
@@ -17,7 +17,8 @@
 // (16-bit weights are widened to float32; all arithmetic and accumulation is float32).
 //
 // Prefill (many tokens) uses cuBLAS for the matrix products and these kernels for the rest:
-// loom_norm_rows, loom_rope_scatter, loom_prefill_attention, loom_gated_activation.
+// loom_norm_rows, loom_rope_scatter, loom_prefill_attention_s*, loom_gated_activation. The attention
+// kernels come in head-size classes: _sN serves head_dim <= 32 N.
 //
 // Conventions: blockDim.x is a multiple of 32; GEMV kernels run 256 threads; `io` holds the step's
 // token (io[0]) and position (io[1]) on the device so a recorded CUDA graph can be replayed.
@@ -31,10 +32,8 @@ extern __shared__ float4 loom_dynamic_smem_[];  // sized at launch (shared_mem)
 #define LOOM_NEG_INF __int_as_float(0xff800000)
 #define LOOM_GEMV_THREADS 256
 #define LOOM_MAX_VW 8
-#define LOOM_HEAD_SLOTS 8  // head_dim <= 256: each lane owns up to 8 dimensions
 
 __device__ __forceinline__ int loom_imin(int a, int b) { return a < b ? a : b; }
-__device__ __forceinline__ int lane_of_thread() { return threadIdx.x & 31; }
 
 __device__ __forceinline__ float loom_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(LOOM_FULL_MASK, v, o);
@@ -295,31 +294,40 @@ __device__ __forceinline__ void loom_qkv_rope(const float* __restrict__ x, const
     }
     LoomRows<WK, 2> rows(W, N, active ? D : 0, cols, pair ? 2 : 1, ty, TY);
     rows.fetch(ty);
+    // the epilogue's operands (position, rotation, bias), read while the weights stream in
+    const bool writer = (int)threadIdx.x < TX && active;
+    const int pos = writer ? io[1] : 0;
+    float rot[4][VW], b[2][VW];
+#pragma unroll
+    for (int j = 0; j < VW; ++j) {
+        const bool rotated = writer && pair;
+        const long long at = (long long)pos * R + d0 + j;
+        rot[0][j] = rotated ? cos_t[at] : 0.0f;
+        rot[1][j] = rotated ? sin_t[at] : 0.0f;
+        rot[2][j] = rotated ? cos_t[at + half] : 0.0f;
+        rot[3][j] = rotated ? sin_t[at + half] : 0.0f;
+        b[0][j] = writer && has_bias ? bias[cols[0] + j] : 0.0f;
+        b[1][j] = writer && has_bias && pair ? bias[cols[1] + j] : 0.0f;
+    }
     loom_norm_to_shared(x, D, norm_w, norm_b, eps, norm_kind, xs, scratch);
     float acc[2 * VW];
 #pragma unroll
     for (int j = 0; j < 2 * VW; ++j) acc[j] = 0.0f;
     rows.finish(xs, acc);
     loom_reduce_rows<2 * VW>(acc, TX, red, total_);
-    if ((int)threadIdx.x >= TX || !active) return;
+    if (!writer) return;
 
-    const int pos = io[1];
-    if (has_bias) {
 #pragma unroll
-        for (int j = 0; j < VW; ++j) {
-            acc[j] += bias[cols[0] + j];
-            if (pair) acc[VW + j] += bias[cols[1] + j];
-        }
+    for (int j = 0; j < VW; ++j) {
+        acc[j] += b[0][j];
+        acc[VW + j] += b[1][j];
     }
     if (pair) {
-        const float* c = cos_t + (long long)pos * R;
-        const float* s = sin_t + (long long)pos * R;
 #pragma unroll
         for (int j = 0; j < VW; ++j) {
-            const int d = d0 + j;
             const float x1 = acc[j], x2 = acc[VW + j];
-            acc[j] = x1 * c[d] + x2 * s[d];
-            acc[VW + j] = x2 * c[d + half] + x1 * s[d + half];
+            acc[j] = x1 * rot[0][j] + x2 * rot[1][j];
+            acc[VW + j] = x2 * rot[2][j] + x1 * rot[3][j];
         }
     }
     float* dst;
@@ -336,21 +344,17 @@ __device__ __forceinline__ void loom_qkv_rope(const float* __restrict__ x, const
     }
 }
 
-// o[i] += p * V[row][lane + 32 i] for the dimensions this lane owns.
-__device__ __forceinline__ void loom_accumulate_value(float p, const float* __restrict__ vc, int row, int hd, float* o) {
-    const float* vr = vc + (long long)row * hd;
-#pragma unroll
-    for (int i = 0; i < LOOM_HEAD_SLOTS; ++i) {
-        const int d = lane_of_thread() + 32 * i;
-        if (d < hd) o[i] = fmaf(p, vr[d], o[i]);
-    }
-}
-
 // One warp's online-softmax attention of the query qs (shared memory, already scaled) over the
 // keys first, first + stride, ... < end (in runs of 32: lane = key) of one key/value head.
+// SLOTS = head_dim / 32 rounded up (head_dim <= 32 * SLOTS): each lane owns dimensions
+// lane + 32 i of the output. A run's key rows and then its value rows are loaded in groups whose
+// loads are all in flight before any arithmetic waits on them (the whole run for head_dim <= 64).
+template <int SLOTS>
 __device__ __forceinline__ void loom_warp_attend(const float* qs, const float* __restrict__ kc,
                                                  const float* __restrict__ vc, int hd, int first, int end,
                                                  int stride, float& m, float& l, float* o) {
+    constexpr int KB = SLOTS * 8 < 16 ? SLOTS * 8 : 16;  // float4 key loads in flight per lane
+    constexpr int GROUP = SLOTS <= 2 ? 32 : 64 / SLOTS;   // value rows in flight per lane
     const int lane = threadIdx.x & 31;
     for (int base = first; base < end; base += stride) {
         const int j = base + lane;
@@ -358,25 +362,44 @@ __device__ __forceinline__ void loom_warp_attend(const float* qs, const float* _
         if (j < end) {
             const float4* kr = reinterpret_cast<const float4*>(kc + (long long)j * hd);
             float dot = 0.0f;
-#pragma unroll 8
-            for (int v = 0; v < hd / 4; ++v) {
-                const float4 k4 = kr[v];
-                dot += qs[4 * v] * k4.x + qs[4 * v + 1] * k4.y + qs[4 * v + 2] * k4.z + qs[4 * v + 3] * k4.w;
+#pragma unroll
+            for (int v0 = 0; v0 < SLOTS * 8; v0 += KB) {
+                float4 k4[KB];
+#pragma unroll
+                for (int v = 0; v < KB; ++v)
+                    if (4 * (v0 + v) < hd) k4[v] = kr[v0 + v];
+#pragma unroll
+                for (int v = 0; v < KB; ++v) {
+                    const int d = 4 * (v0 + v);
+                    if (d < hd) dot += qs[d] * k4[v].x + qs[d + 1] * k4[v].y + qs[d + 2] * k4[v].z + qs[d + 3] * k4[v].w;
+                }
             }
             s = dot;
         }
+        const int n = loom_imin(32, end - base);
         const float m_new = fmaxf(m, loom_warp_max(s));  // finite: key `base` is visible
         const float p = j < end ? expf(s - m_new) : 0.0f;
         const float corr = expf(m - m_new);
         l = l * corr + loom_warp_sum(p);
 #pragma unroll
-        for (int i = 0; i < LOOM_HEAD_SLOTS; ++i) o[i] *= corr;
-        const int n = loom_imin(32, end - base);
-        if (n == 32) {  // a full run of keys: unrolled, so all value loads are in flight together
+        for (int i = 0; i < SLOTS; ++i) o[i] *= corr;
 #pragma unroll
-            for (int jj = 0; jj < 32; ++jj) loom_accumulate_value(__shfl_sync(LOOM_FULL_MASK, p, jj), vc, base + jj, hd, o);
-        } else {
-            for (int jj = 0; jj < n; ++jj) loom_accumulate_value(__shfl_sync(LOOM_FULL_MASK, p, jj), vc, base + jj, hd, o);
+        for (int u0 = 0; u0 < 32; u0 += GROUP) {
+            float vv[GROUP][SLOTS];  // GROUP value rows of the run, this lane's dimensions
+#pragma unroll
+            for (int u = 0; u < GROUP; ++u) {
+#pragma unroll
+                for (int i = 0; i < SLOTS; ++i) {
+                    const int d = lane + 32 * i;
+                    vv[u][i] = (u0 + u < n && d < hd) ? vc[(long long)(base + u0 + u) * hd + d] : 0.0f;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < GROUP; ++u) {
+                const float pu = __shfl_sync(LOOM_FULL_MASK, p, u0 + u);  // 0 past the visible keys
+#pragma unroll
+                for (int i = 0; i < SLOTS; ++i) o[i] = fmaf(pu, vv[u][i], o[i]);
+            }
         }
         m = m_new;
     }
@@ -384,14 +407,14 @@ __device__ __forceinline__ void loom_warp_attend(const float* qs, const float* _
 
 // grid (H, splits), 128 threads. Query head h over the cached keys 0..io[1] of its key/value head;
 // split s takes an equal share of them and writes its unnormalised output with its max and sum.
-extern "C" __global__ void __launch_bounds__(128)
-    loom_decode_attention(const float* __restrict__ q, const float* __restrict__ k_cache,
-                          const float* __restrict__ v_cache, const int* __restrict__ io, int H, int Hk, int hd,
-                          int S_max, float scale, int splits, float* __restrict__ part_o,
-                          float* __restrict__ part_ml) {
-    __shared__ float qs[32 * LOOM_HEAD_SLOTS];
+template <int SLOTS>
+__device__ __forceinline__ void loom_decode_attention(const float* __restrict__ q, const float* __restrict__ k_cache,
+                                                      const float* __restrict__ v_cache, const int* __restrict__ io,
+                                                      int H, int Hk, int hd, int S_max, float scale, int splits,
+                                                      float* __restrict__ part_o, float* __restrict__ part_ml) {
+    __shared__ float qs[32 * SLOTS];
     __shared__ float wm[4], wl[4];
-    __shared__ float wo[4][32 * LOOM_HEAD_SLOTS];
+    __shared__ float wo[4][32 * SLOTS];
     const int h = blockIdx.x, split = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kvh = h / (H / Hk);
     const int S = io[1] + 1;
@@ -401,16 +424,16 @@ extern "C" __global__ void __launch_bounds__(128)
     __syncthreads();
     const float* kc = k_cache + (long long)kvh * S_max * hd;
     const float* vc = v_cache + (long long)kvh * S_max * hd;
-    float m = LOOM_NEG_INF, l = 0.0f, o[LOOM_HEAD_SLOTS];
+    float m = LOOM_NEG_INF, l = 0.0f, o[SLOTS];
 #pragma unroll
-    for (int i = 0; i < LOOM_HEAD_SLOTS; ++i) o[i] = 0.0f;
-    loom_warp_attend(qs, kc, vc, hd, s0 + 32 * warp, s1, 32 * 4, m, l, o);
+    for (int i = 0; i < SLOTS; ++i) o[i] = 0.0f;
+    loom_warp_attend<SLOTS>(qs, kc, vc, hd, s0 + 32 * warp, s1, 32 * 4, m, l, o);
     if (lane == 0) {
         wm[warp] = m;
         wl[warp] = l;
     }
 #pragma unroll
-    for (int i = 0; i < LOOM_HEAD_SLOTS; ++i) {
+    for (int i = 0; i < SLOTS; ++i) {
         const int d = lane + 32 * i;
         if (d < hd) wo[warp][d] = o[i];
     }
@@ -435,6 +458,51 @@ extern "C" __global__ void __launch_bounds__(128)
     }
 }
 
+// Causal attention of T new queries (positions start .. start + T - 1) over the cache: grid
+// (H, ceil(T / 4)), 128 threads, one warp per query. q, out: [T, H hd].
+template <int SLOTS>
+__device__ __forceinline__ void loom_prefill_attention(const float* __restrict__ q, const float* __restrict__ k_cache,
+                                                       const float* __restrict__ v_cache, int T, int start, int H,
+                                                       int Hk, int hd, int S_max, float scale,
+                                                       float* __restrict__ out) {
+    __shared__ float qs[4][32 * SLOTS];
+    const int h = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int t = blockIdx.y * 4 + warp;
+    if (t >= T) return;  // whole warps leave: no block-wide barrier follows
+    const long long row = (long long)t * H * hd + (long long)h * hd;
+    for (int d = lane; d < hd; d += 32) qs[warp][d] = q[row + d] * scale;
+    __syncwarp();
+    const int kvh = h / (H / Hk);
+    const float* kc = k_cache + (long long)kvh * S_max * hd;
+    const float* vc = v_cache + (long long)kvh * S_max * hd;
+    float m = LOOM_NEG_INF, l = 0.0f, o[SLOTS];
+#pragma unroll
+    for (int i = 0; i < SLOTS; ++i) o[i] = 0.0f;
+    loom_warp_attend<SLOTS>(qs[warp], kc, vc, hd, 0, start + t + 1, 32, m, l, o);
+#pragma unroll
+    for (int i = 0; i < SLOTS; ++i) {
+        const int d = lane + 32 * i;
+        if (d < hd) out[row + d] = o[i] / l;
+    }
+}
+
+#define LOOM_ATTENTION_KERNELS(SLOTS)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) loom_decode_attention_s##SLOTS(                               \
+        const float* q, const float* k_cache, const float* v_cache, const int* io, int H, int Hk, int hd, int S_max,  \
+        float scale, int splits, float* part_o, float* part_ml) {                                                     \
+        loom_decode_attention<SLOTS>(q, k_cache, v_cache, io, H, Hk, hd, S_max, scale, splits, part_o, part_ml);      \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) loom_prefill_attention_s##SLOTS(                              \
+        const float* q, const float* k_cache, const float* v_cache, int T, int start, int H, int Hk, int hd,          \
+        int S_max, float scale, float* out) {                                                                         \
+        loom_prefill_attention<SLOTS>(q, k_cache, v_cache, T, start, H, Hk, hd, S_max, scale, out);                   \
+    }
+
+LOOM_ATTENTION_KERNELS(1)
+LOOM_ATTENTION_KERNELS(2)
+LOOM_ATTENTION_KERNELS(4)
+LOOM_ATTENTION_KERNELS(8)
+
 // x[c] += (y @ W)[c] (+ bias[c]) for the column items of this block: the shared tail of the
 // attention-output and down projections, after rows.fetch(ty) and the input y in xs (K floats).
 template <int WK>
@@ -443,17 +511,18 @@ __device__ __forceinline__ void loom_gemv_residual(LoomRows<WK, 1>& rows, const 
                                                    int TX, float* __restrict__ x) {
     constexpr int VW = LoomWeights<WK>::VW;
     __shared__ float red[8 * 32 * VW], total_[32 * VW];
-    float acc[VW];
-#pragma unroll
-    for (int j = 0; j < VW; ++j) acc[j] = 0.0f;
-    rows.finish(xs, acc);
-    loom_reduce_rows<VW>(acc, TX, red, total_);
-    if ((int)threadIdx.x >= TX || !active) return;
+    float acc[VW], old[VW];  // old: the residual and bias, read while the rows are summed
+    const bool writer = (int)threadIdx.x < TX && active;
 #pragma unroll
     for (int j = 0; j < VW; ++j) {
-        const int c = col + j;
-        x[c] = x[c] + (has_bias ? acc[j] + bias[c] : acc[j]);
+        acc[j] = 0.0f;
+        old[j] = writer ? x[col + j] + (has_bias ? bias[col + j] : 0.0f) : 0.0f;
     }
+    rows.finish(xs, acc);
+    loom_reduce_rows<VW>(acc, TX, red, total_);
+    if (!writer) return;
+#pragma unroll
+    for (int j = 0; j < VW; ++j) x[col + j] = old[j] + acc[j];
 }
 
 // Attention output: combine the decode-attention splits, then x += att @ Wo (+ bias).
@@ -676,33 +745,6 @@ extern "C" __global__ void loom_rope_scatter(const float* __restrict__ qkv, int 
             const int c = u - qk_units, col = (H + Hk) * hd + c;
             v_cache[((long long)(c / hd) * S_max + pos) * hd + c % hd] = has_bias ? row[col] + bias[col] : row[col];
         }
-    }
-}
-
-// Causal attention of T new queries (positions start .. start + T - 1) over the cache: grid
-// (H, ceil(T / 4)), 128 threads, one warp per query. q, out: [T, H hd].
-extern "C" __global__ void __launch_bounds__(128)
-    loom_prefill_attention(const float* __restrict__ q, const float* __restrict__ k_cache,
-                           const float* __restrict__ v_cache, int T, int start, int H, int Hk, int hd, int S_max,
-                           float scale, float* __restrict__ out) {
-    __shared__ float qs[4][32 * LOOM_HEAD_SLOTS];
-    const int h = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int t = blockIdx.y * 4 + warp;
-    if (t >= T) return;  // whole warps leave: no block-wide barrier follows
-    const long long row = (long long)t * H * hd + (long long)h * hd;
-    for (int d = lane; d < hd; d += 32) qs[warp][d] = q[row + d] * scale;
-    __syncwarp();
-    const int kvh = h / (H / Hk);
-    const float* kc = k_cache + (long long)kvh * S_max * hd;
-    const float* vc = v_cache + (long long)kvh * S_max * hd;
-    float m = LOOM_NEG_INF, l = 0.0f, o[LOOM_HEAD_SLOTS];
-#pragma unroll
-    for (int i = 0; i < LOOM_HEAD_SLOTS; ++i) o[i] = 0.0f;
-    loom_warp_attend(qs[warp], kc, vc, hd, 0, start + t + 1, 32, m, l, o);
-#pragma unroll
-    for (int i = 0; i < LOOM_HEAD_SLOTS; ++i) {
-        const int d = lane + 32 * i;
-        if (d < hd) out[row + d] = o[i] / l;
     }
 }
 
