@@ -233,11 +233,14 @@ def hf_prefill(model: Any, ids: list[int], repeats: int) -> list[float]:
 
 
 def hf_compiled(model: Any) -> Any:
-    """The static-cache + ``torch.compile`` recipe of the transformers documentation."""
-    import torch
+    """A static KV cache: ``generate`` then compiles the forward pass itself (``torch.compile``, CUDA graphs).
 
+    transformers compiles automatically when the cache is static and the model is on a GPU; wrapping
+    ``model.forward`` in ``torch.compile(mode="reduce-overhead")`` by hand as well failed on
+    transformers 5.17 ("accessing tensor output of CUDAGraphs that has been overwritten").
+    """
     model.generation_config.cache_implementation = "static"
-    model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+    model.generation_config.disable_compile = False
     return model
 
 
