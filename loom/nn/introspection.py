@@ -116,12 +116,15 @@ def _annotation_namespace() -> dict[str, Any]:
     """Names that annotations of ``Network`` methods may use but modules import only for type checking."""
     import loom.nn as nn_package
     from loom.backend import Backend
+    from loom.backend.distributed.base import Communicator
     from loom.nn import array_types
     from loom.nn.go_compat import GoCompatibleMode
 
     namespace: dict[str, Any] = {name: getattr(nn_package, name) for name in nn_package.__all__}
     namespace.update({name: getattr(array_types, name) for name in array_types.__all__})
-    namespace.update(Backend=Backend, GoCompatibleMode=GoCompatibleMode, MethodInfo=MethodInfo)
+    namespace.update(
+        Backend=Backend, Communicator=Communicator, GoCompatibleMode=GoCompatibleMode, MethodInfo=MethodInfo
+    )
     return namespace
 
 
