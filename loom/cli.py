@@ -9,6 +9,8 @@ Sub-commands:
   on a grid, a Dense decision layer), with evaluation and a save/load round trip;
 * ``loom generate`` – text generation with a language model (from
   :mod:`loom.llm.cli`, imported lazily so the other commands work without it);
+* ``loom serve`` – the web app: network lab, text generation, OpenAI-compatible API
+  (from :mod:`loom.serve.cli`);
 * ``loom version``.
 
 Errors raised by loom (:class:`loom.errors.LoomError`) are printed as one line
@@ -407,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=run_demo)
 
     _add_generate(subparsers)
+    from loom.serve.cli import add_serve_parser  # `loom serve` (needs the serve extra only when run)
+
+    add_serve_parser(subparsers)
 
     version = subparsers.add_parser("version", help="print the version of loom and its array libraries")
     version.set_defaults(func=run_version)
