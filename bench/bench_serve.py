@@ -101,19 +101,23 @@ def run_load(url: str, requests: int, clients: int, max_tokens: int) -> dict:
     }
 
 
-def in_process(requests: int, max_tokens: int) -> dict:
+def load_generator():
     from loom.llm import TextGenerator, default_model_path, load_tokenizer, load_transformer
 
     path = default_model_path()
     generator = TextGenerator(load_transformer(path), load_tokenizer(path))
     generator.generate_text("Hello", 2, temperature=0)  # warm-up, as the server does
+    return generator
+
+
+def in_process(generator, requests: int, max_tokens: int) -> dict:
+    """The same requests, one after another, in this process (no HTTP, no queue)."""
     texts, tokens = {}, 0
     started = time.perf_counter()
     for i in range(requests):
         body = request_body(i, max_tokens)
-        top_p = body.get("top_p")
         texts[i] = generator.generate_text(
-            body["prompt"], max_tokens, temperature=body["temperature"], top_p=top_p, seed=body.get("seed")
+            body["prompt"], max_tokens, temperature=body["temperature"], top_p=body.get("top_p"), seed=body.get("seed")
         )
         tokens += generator.last_stats.new_tokens
     wall = time.perf_counter() - started
@@ -149,22 +153,23 @@ def main() -> None:
     args = parser.parse_args()
     process, url = (None, args.url) if args.url else start_server()
     try:
-        peer = in_process(args.requests, args.max_tokens)
+        generator = load_generator()
         print(
-            f"in-process TextGenerator, {args.requests} requests one after another: "
-            f"{peer['wall']:.2f} s, {peer['tps']:.1f} tokens/s"
+            f"{args.requests} completions of {args.max_tokens} tokens; loom serve with {args.clients} concurrent "
+            "clients vs the same requests one after another in-process (each repeat runs both, back to back):"
         )
-        print(f"loom serve, {args.requests} requests from {args.clients} concurrent clients, {args.max_tokens} tokens:")
         rows = []
         for k in range(args.repeat):
+            peer = in_process(generator, args.requests, args.max_tokens)
             run = run_load(url, args.requests, args.clients, args.max_tokens)
+            run["ratio"] = run["tps"] / peer["tps"]
             same = all(run["results"][i][0] == peer["texts"][i] for i in range(args.requests))
             rows.append(run)
             print(
-                f"  run {k + 1}: {run['wall']:.2f} s, {run['rps']:.2f} requests/s, {run['tps']:.1f} tokens/s, "
-                f"latency p50 {run['p50']:.2f} s, p95 {run['p95']:.2f} s, "
-                f"served/in-process throughput {run['tps'] / peer['tps']:.2f}x, "
-                f"answers {'identical to' if same else 'DIFFERENT FROM'} in-process"
+                f"  run {k + 1}: served {run['wall']:.2f} s, {run['rps']:.2f} requests/s, {run['tps']:.1f} tokens/s, "
+                f"latency p50 {run['p50']:.2f} s, p95 {run['p95']:.2f} s | in-process {peer['wall']:.2f} s, "
+                f"{peer['tps']:.1f} tokens/s | served/in-process {run['ratio']:.2f}x | answers "
+                f"{'identical' if same else 'DIFFERENT'}"
             )
 
         def span(key: str) -> str:
@@ -173,7 +178,7 @@ def main() -> None:
 
         print(
             f"range over {args.repeat} runs: {span('rps')} requests/s, {span('tps')} tokens/s, "
-            f"p50 {span('p50')} s, p95 {span('p95')} s"
+            f"p50 {span('p50')} s, p95 {span('p95')} s, served/in-process {span('ratio')}x"
         )
     finally:
         if process is not None:

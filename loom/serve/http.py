@@ -127,6 +127,8 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise ServeError(400, "the JSON body is nested too deeply", code="invalid_json") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ServeError(
             400,

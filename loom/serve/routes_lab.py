@@ -58,6 +58,8 @@ async def _in_thread(work: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(work, *args)
     except LoomError as exc:
         raise loom_error(exc) from None
+    except RecursionError:
+        raise ServeError(400, "config: the JSON is nested too deeply", type="ConfigError", param="config") from None
 
 
 def lab_routes(store: LabStore) -> list[Route]:

@@ -200,7 +200,7 @@ def llm_routes(service: LLMService) -> list[Route]:
 
     async def models(request: Request) -> Response:
         engine = service.engine
-        data = [] if engine is None else [_model_object(engine)]
+        data = [] if engine is None or engine.load_error is not None else [_model_object(engine)]
         return JSONResponse({"object": "list", "data": data})
 
     async def model(request: Request) -> Response:

@@ -152,6 +152,18 @@ def test_network_lab(page, server, browser_context, artifacts) -> None:
     assert page.get_by_test_id("predictions").locator("tr").all_inner_texts() == trained
     expect(page.get_by_test_id("error")).to_be_hidden()
 
+    # download the bundle file, re-initialise, upload it: the same predictions again
+    with page.expect_download() as download_info:
+        page.get_by_test_id("download").click()
+    bundle_path = artifacts / "loom-model.json"
+    download_info.value.save_as(bundle_path)
+    assert json.loads(bundle_path.read_text())["type"] == "modelhost/bundle"
+    page.get_by_test_id("build").click()
+    expect(page.get_by_test_id("predictions").locator("tr").first).not_to_have_text(trained[0], timeout=TIMEOUT_MS)
+    page.get_by_test_id("upload").set_input_files(str(bundle_path))
+    expect(page.get_by_test_id("storage-status")).to_have_text("loaded loom-model.json", timeout=TIMEOUT_MS)
+    assert page.get_by_test_id("predictions").locator("tr").all_inner_texts() == trained
+
     # invalid JSON, then a bad value: loom's message with its path, never a stack trace
     page.get_by_test_id("config-editor").fill('{"grid_rows": 1, "layers": [')
     page.get_by_test_id("build").click()

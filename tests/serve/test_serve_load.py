@@ -96,13 +96,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def test_concurrent_clients_get_exactly_their_own_answers(llm_server, artifacts) -> None:
     before = llm_server.status()["model"]
-    with httpx.Client(base_url=llm_server.url, timeout=300) as client:
+    with httpx.Client(base_url=llm_server.url, timeout=600) as client:
         alone = {}
         for kind in range(len(PROMPTS)):
             alone[kind] = complete(client, request_body(kind) | {"stream": False})
 
     def worker(indices: list[int]) -> list[tuple[int, dict]]:
-        with httpx.Client(base_url=llm_server.url, timeout=300) as client:
+        with httpx.Client(base_url=llm_server.url, timeout=600) as client:
             return [(i, complete(client, request_body(i))) for i in indices]
 
     shares = [list(range(c, REQUESTS, CLIENTS)) for c in range(CLIENTS)]

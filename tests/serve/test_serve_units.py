@@ -475,6 +475,16 @@ def test_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_serve_without_cuda_refuses_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    from loom.backend import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy and a CUDA device are available here")
+    assert main(["serve", "--port", "0", "--gpu", "--no-model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loom serve: error: ") and "CuPy" in err
+
+
 def test_serve_reports_a_missing_model(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     assert main(["serve", "--port", "0", "--model", str(tmp_path / "nope.gguf")]) == 2
     assert "nope.gguf: no such file or folder" in capsys.readouterr().err

@@ -217,8 +217,8 @@ function setTraining(on) {
   $("stop").disabled = !on;
 }
 
-function showLoss(value) {
-  $("final-loss").textContent = `Final loss: ${value === null || value === undefined ? "–" : formatNumber(value, 6)}`;
+function showLoss(value, label = "Final loss") {
+  $("final-loss").textContent = `${label}: ${value === null || value === undefined ? "–" : formatNumber(value, 6)}`;
 }
 
 async function train() {
@@ -266,7 +266,7 @@ function onTrainingEvent(name, data) {
   } else if (name === "progress") {
     lab.losses.push(...data.losses);
     scheduleDraw();
-    showLoss(lab.losses[lab.losses.length - 1]);
+    showLoss(lab.losses[lab.losses.length - 1], "Loss");
     $("train-status").textContent = `epoch ${data.epoch}/${data.epochs} · ${data.elapsed.toFixed(2)} s`;
   } else if (name === "done") {
     showLoss(data.final_loss);
