@@ -195,8 +195,8 @@ def predictions(net: Any, data: LabData) -> dict[str, Any]:
         if len(y) != len(t):
             raise ShapeError(f"data[{i}].Target: the network outputs {len(y)} values, the target has {len(t)}")
         if len(t) == 1:
-            ok = round(y[0]) == round(t[0])
-            predicted, expected = y[0], t[0]
+            ok = math.isfinite(y[0]) and round(y[0]) == round(t[0])
+            predicted, expected = _finite(y[0]), t[0]
         else:
             chunks = batch if len(t) % batch == 0 and len(t) // batch > 1 else 1
             predicted_c, expected_c = _classes(y, chunks), _classes(t, chunks)
@@ -208,7 +208,7 @@ def predictions(net: Any, data: LabData) -> dict[str, Any]:
             rows.append(
                 {
                     "index": i,
-                    "input": x[:8],
+                    "input": [round(v, 6) for v in x[:8]],  # float32 values, shown as typed
                     "input_size": len(x),
                     "output": [_finite(v) for v in y[:10]],
                     "output_size": len(y),

@@ -32,9 +32,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'loom-nn[serve]')")
-pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'loom-nn[serve]')")
-
 CHROMIUM = Path(os.environ.get("LOOM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless",
@@ -168,7 +165,8 @@ def browser_context():
     """A headless chromium (Debian's package) with a fresh profile."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+    from playwright import sync_api
+
     profile = tempfile.mkdtemp(prefix="loom-chromium-")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from loom.cli import GRID_SCATTER_CONFIG
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
-expect = sync_api.expect
 
 VIEWPORT = (1280, 900)
 TIMEOUT_MS = 120_000

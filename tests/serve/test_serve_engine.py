@@ -10,8 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("starlette", reason="the serve extra is not installed")
-
 from loom.serve.channel import EventChannel
 from loom.serve.llm_engine import (
     EngineBusy,

@@ -9,13 +9,12 @@ import threading
 import time
 from importlib import resources
 
+import httpx
 import numpy as np
 import pytest
 
 import loom
 from loom.cli import GRID_SCATTER_BATCHES, GRID_SCATTER_CONFIG
-
-httpx = pytest.importorskip("httpx")
 
 TRAIN = {"learning_rate": 0.15, "loss": "mse", "optimizer": "sgd", "gradient_clip": 1.0}
 

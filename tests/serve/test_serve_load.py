@@ -14,9 +14,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-httpx = pytest.importorskip("httpx")
+import httpx
 
 MODEL = "SmolLM2-135M-Instruct"
 REQUESTS, CLIENTS, TOKENS = 32, 8, 20

@@ -7,10 +7,9 @@ import json
 import threading
 import time
 
+import httpx
+import openai
 import pytest
-
-openai = pytest.importorskip("openai", reason="the openai client is a test dependency (test extra)")
-httpx = pytest.importorskip("httpx")
 
 MODEL = "SmolLM2-135M-Instruct"
 #: A prompt the model continues until max_tokens (greedy), for tests that need a long generation.

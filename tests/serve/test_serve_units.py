@@ -12,8 +12,6 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-pytest.importorskip("starlette", reason="the serve extra is not installed")
-
 import loom
 from loom.cli import GRID_SCATTER_BATCHES, GRID_SCATTER_CONFIG, main
 from loom.errors import ConfigError, ShapeError, TrainingDivergedError
@@ -234,6 +232,22 @@ def test_training_config_errors_are_loom_config_errors() -> None:
 def test_lab_data_errors_name_the_sample(data: str, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         parse_lab_data(data, 10)
+
+
+def test_predictions_survive_non_finite_outputs() -> None:
+    config = {
+        "batch_size": 1,
+        "grid_rows": 1,
+        "grid_cols": 1,
+        "layers_per_cell": 1,
+        "layers": [{"type": "dense", "input_size": 2, "output_size": 1, "activation": "linear"}],
+    }
+    net = loom.create_network_from_json(config, seed=0)
+    net.layers[0].params["kernel"][...] = np.nan
+    result = predictions(net, parse_lab_data([{"Input": [1, 2], "Target": [1]}], 10))
+    row = result["rows"][0]
+    assert result["correct"] == 0 and (row["predicted"], row["output"], row["correct"]) == (None, [None], False)
+    json.dumps(result, allow_nan=False)  # what the server sends: no NaN in the JSON
 
 
 def test_lab_refuses_oversized_networks_and_data_before_allocating() -> None:
