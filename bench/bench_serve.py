@@ -14,9 +14,10 @@ do is about 1.0x).
 Usage::
 
     python bench/bench_serve.py [--url http://127.0.0.1:8080/] [--requests 32] [--clients 8]
-                                [--max-tokens 20] [--repeat 3]
+                                [--max-tokens 20] [--repeat 3] [--threads 1]
 
-Without ``--url`` it starts ``loom serve --port 0`` itself and stops it at the end.
+Without ``--url`` it starts ``loom serve --port 0 --threads N`` itself and stops it at the end;
+the in-process peer uses the same number of BLAS threads (``--threads``, default 1 as the server).
 """
 
 from __future__ import annotations
@@ -124,10 +125,12 @@ def in_process(generator, requests: int, max_tokens: int) -> dict:
     return {"texts": texts, "wall": wall, "tps": tokens / wall}
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(threads: int) -> tuple[subprocess.Popen, str]:
     loom = Path(sys.executable).parent / "loom"
     command = [str(loom)] if loom.exists() else [sys.executable, "-m", "loom.cli"]
-    process = subprocess.Popen([*command, "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*command, "serve", "--port", "0", "--threads", str(threads)], stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout is not None
     url = None
     for line in process.stdout:
@@ -150,8 +153,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS threads of the server and of the in-process peer (default: 1)"
+    )
     args = parser.parse_args()
-    process, url = (None, args.url) if args.url else start_server()
+    process, url = (None, args.url) if args.url else start_server(args.threads)
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads, user_api="blas")
     try:
         generator = load_generator()
         print(

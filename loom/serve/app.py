@@ -169,11 +169,14 @@ def create_app(settings: ServeSettings | None = None) -> Starlette:
     service = LLMService(engine, names)
 
     async def status(request: Request) -> Response:
+        from threadpoolctl import threadpool_info
+
         import loom
 
         return JSONResponse(
             {
                 "version": loom.__version__,
+                "blas_threads": {info["internal_api"]: info["num_threads"] for info in threadpool_info()},
                 "model": None if engine is None else engine.stats(),
                 "lab": {
                     "sessions": len(store),

@@ -58,6 +58,12 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--gpu", action="store_true", help="run the model and the lab's networks on the GPU (CuPy)")
     parser.add_argument("--open", action="store_true", help="open the lab in a web browser")
     parser.add_argument("--max-sessions", type=int, default=16, help="lab networks kept at once (default: 16)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS threads of the server (default: 1, steady when the machine is busy; 0: the BLAS default)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.set_defaults(func=run_serve)
     return parser
@@ -125,6 +131,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail(f"--port must be 0..65535, got {args.port}")
     if args.max_sessions < 1:
         return _fail(f"--max-sessions must be >= 1, got {args.max_sessions}")
+    if args.threads < 0:
+        return _fail(f"--threads must be >= 0, got {args.threads}")
     model_path = Path(args.model) if args.model else None
     if model_path is not None and not model_path.exists():
         return _fail(f"--model {args.model}: no such file or folder")
@@ -147,6 +155,8 @@ def run_serve(args: argparse.Namespace) -> int:
         allow_remote=args.allow_remote,
         lab_limits=LabLimits(max_sessions=args.max_sessions),
     )
+    if args.threads:
+        _limit_blas_threads(args.threads)
     app = create_app(settings)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -177,6 +187,21 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.Server(config).run(sockets=[sock])
     print("loom serve: stopped", flush=True)
     return 0
+
+
+def _limit_blas_threads(threads: int) -> None:
+    """Use ``threads`` BLAS threads for the rest of the process.
+
+    Batch-1 decoding is a chain of small matrix-vector products. With OpenBLAS's default
+    (one thread per core), the helper threads spin-wait for each other, and as soon as
+    anything else wants the CPU (the browser showing the page, the clients, other programs)
+    decoding collapses: 32 completions from 8 clients on a 2-core machine took 29-108 s with
+    2 threads and a steady 16-19 s with 1 (bench/bench_serve.py, same run). Long prompts are
+    prefilled row-parallel by loom.llm's own workers either way.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def _report_model(engine: Any) -> None:

@@ -294,8 +294,7 @@ class GenerationEngine:
                 channel.put(Failed(f"generation failed: {type(exc).__name__}: {exc}", "server_error"))
                 outcome = "failed"
             finally:
-                channel.close()
-                with self._lock:
+                with self._lock:  # counted before the client sees the end, so /api/status agrees with it
                     self._stats.busy = False
                     if outcome == "cancelled":
                         self._stats.cancelled += 1
@@ -303,6 +302,7 @@ class GenerationEngine:
                         self._stats.failed += 1
                     else:
                         self._stats.completed += 1
+                channel.close()
 
     def _warm_up(self) -> None:
         """A 2-token generation, so the first request does not pay for first-call set-up (best effort)."""

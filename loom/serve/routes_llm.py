@@ -225,6 +225,7 @@ def llm_routes(service: LLMService) -> list[Route]:
                 raise ServeError(400, f"Invalid 'prompt': token id {bad[0]} is outside 0..{vocab - 1}.", param="prompt")
         max_tokens = service.budget(engine, len(ids), params.max_tokens, "prompt")
         channel = service.submit(engine, _request(ids, params, max_tokens))
+        name = engine.model_id  # the id, also when the request used an alias (the file name)
         echo = ""
         if parsed.echo:
             echo = parsed.prompt if isinstance(parsed.prompt, str) else engine.tokenizer.decode(ids)
@@ -232,7 +233,7 @@ def llm_routes(service: LLMService) -> list[Route]:
         if not params.stream:
             text, end = await _collect(request, channel)
             body_out = completion_response(
-                rid, params.model, echo + text, _finish_reason(end), end.prompt_tokens, end.completion_tokens
+                rid, name, echo + text, _finish_reason(end), end.prompt_tokens, end.completion_tokens
             )
             return JSONResponse(body_out)
         created = int(time.time())
@@ -241,18 +242,16 @@ def llm_routes(service: LLMService) -> list[Route]:
         async def events() -> AsyncIterator[bytes]:
             try:
                 if echo:
-                    yield sse_data(completion_chunk(rid, created, params.model, echo, None, with_usage_field=inc))
+                    yield sse_data(completion_chunk(rid, created, name, echo, None, with_usage_field=inc))
                 async for event in channel:
                     if isinstance(event, TextDelta) and event.text:
-                        yield sse_data(
-                            completion_chunk(rid, created, params.model, event.text, None, with_usage_field=inc)
-                        )
+                        yield sse_data(completion_chunk(rid, created, name, event.text, None, with_usage_field=inc))
                     elif isinstance(event, Finished):
                         reason = _finish_reason(event)
-                        yield sse_data(completion_chunk(rid, created, params.model, "", reason, with_usage_field=inc))
+                        yield sse_data(completion_chunk(rid, created, name, "", reason, with_usage_field=inc))
                         if inc:
                             u = usage(event.prompt_tokens, event.completion_tokens)
-                            yield sse_data(completion_chunk(rid, created, params.model, None, None, u))
+                            yield sse_data(completion_chunk(rid, created, name, None, None, u))
                     elif isinstance(event, Failed):
                         yield sse_data(error_body(event.message, event.type))
                 yield sse_data("[DONE]")
@@ -270,10 +269,11 @@ def llm_routes(service: LLMService) -> list[Route]:
         ids = await service.tokenize(engine.encode_chat, [dict(m) for m in parsed.messages], param="messages")
         max_tokens = service.budget(engine, len(ids), params.max_tokens, "messages")
         channel = service.submit(engine, _request(ids, params, max_tokens))
+        name = engine.model_id
         rid = new_id("chatcmpl")
         if not params.stream:
             text, end = await _collect(request, channel)
-            out = chat_response(rid, params.model, text, _finish_reason(end), end.prompt_tokens, end.completion_tokens)
+            out = chat_response(rid, name, text, _finish_reason(end), end.prompt_tokens, end.completion_tokens)
             return JSONResponse(out)
         created = int(time.time())
         inc = params.include_usage
@@ -281,17 +281,17 @@ def llm_routes(service: LLMService) -> list[Route]:
         async def events() -> AsyncIterator[bytes]:
             try:
                 first = {"role": "assistant", "content": ""}
-                yield sse_data(chat_chunk(rid, created, params.model, first, None, with_usage_field=inc))
+                yield sse_data(chat_chunk(rid, created, name, first, None, with_usage_field=inc))
                 async for event in channel:
                     if isinstance(event, TextDelta) and event.text:
                         delta = {"content": event.text}
-                        yield sse_data(chat_chunk(rid, created, params.model, delta, None, with_usage_field=inc))
+                        yield sse_data(chat_chunk(rid, created, name, delta, None, with_usage_field=inc))
                     elif isinstance(event, Finished):
                         reason = _finish_reason(event)
-                        yield sse_data(chat_chunk(rid, created, params.model, {}, reason, with_usage_field=inc))
+                        yield sse_data(chat_chunk(rid, created, name, {}, reason, with_usage_field=inc))
                         if inc:
                             u = usage(event.prompt_tokens, event.completion_tokens)
-                            yield sse_data(chat_chunk(rid, created, params.model, None, None, u))
+                            yield sse_data(chat_chunk(rid, created, name, None, None, u))
                     elif isinstance(event, Failed):
                         yield sse_data(error_body(event.message, event.type))
                 yield sse_data("[DONE]")

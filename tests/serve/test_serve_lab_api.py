@@ -219,6 +219,12 @@ def test_unknown_sessions_and_urls_are_error_objects(client) -> None:
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
+def test_the_server_uses_one_blas_thread_by_default(server) -> None:
+    """``--threads 1`` (the default): decoding stays steady when the clients share the CPU."""
+    threads = server.status()["blas_threads"]
+    assert threads and set(threads.values()) == {1}, threads
+
+
 def test_closing_a_page_frees_its_session(client) -> None:
     sid = new_session(client)["session_id"]
     assert client.post(f"/api/lab/sessions/{sid}/close").status_code == 204

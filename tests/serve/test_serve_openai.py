@@ -89,6 +89,8 @@ def test_echo_and_token_id_prompts(client, tokenizer) -> None:
     ids = tokenizer.encode("Hello there")
     by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=4, temperature=0)
     assert by_ids.choices[0].text == plain.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
+    by_file = client.completions.create(model="SmolLM2-135M-Instruct.Q4_1.gguf", prompt="Hi", max_tokens=1)
+    assert by_file.model == MODEL  # the GGUF file name is an alias of the served id
 
 
 def test_the_page_stream_reports_tokens_and_rates(raw, tokenizer) -> None:

@@ -499,6 +499,15 @@ def test_serve_without_cuda_refuses_gpu(capsys: pytest.CaptureFixture[str]) -> N
     assert err.startswith("loom serve: error: ") and "CuPy" in err
 
 
+def test_serve_checks_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "70000", "--no-model"]) == 2
+    assert "--port must be 0..65535, got 70000" in capsys.readouterr().err
+    assert main(["serve", "--port", "0", "--threads", "-1", "--no-model"]) == 2
+    assert "--threads must be >= 0, got -1" in capsys.readouterr().err
+    assert main(["serve", "--port", "0", "--max-sessions", "0", "--no-model"]) == 2
+    assert "--max-sessions must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_serve_reports_a_missing_model(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     assert main(["serve", "--port", "0", "--model", str(tmp_path / "nope.gguf")]) == 2
     assert "nope.gguf: no such file or folder" in capsys.readouterr().err
