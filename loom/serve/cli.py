@@ -23,6 +23,8 @@ from typing import Any
 __all__ = ["add_serve_parser", "bind_warning", "is_loopback", "run_serve"]
 
 EXIT_USAGE = 2
+#: Connections served at once (pages, event streams and API calls together).
+MAX_CONNECTIONS = 256
 INSTALL_HINT = "pip install 'loom-nn[serve]'"
 
 
@@ -181,6 +183,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level="info" if args.access_log else "warning",
         access_log=args.access_log,
         timeout_graceful_shutdown=2,
+        limit_concurrency=MAX_CONNECTIONS,  # more open connections are answered 503 at once
         lifespan="on",
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down cleanly, then re-raised Ctrl-C

@@ -27,15 +27,20 @@ TIMEOUT_MS = 120_000
 RECORD_ATTRIBUTE = """([selector, attribute]) => {
   const node = document.querySelector(selector);
   window.__seen = [];
-  new MutationObserver(() => window.__seen.push(node.getAttribute(attribute)))
-    .observe(node, {attributes: true, attributeFilter: [attribute]});
+  // one record per change (a callback may carry several): each record's old value, then the last value
+  new MutationObserver((records) => {
+    for (const r of records) window.__seen.push(r.oldValue);
+    window.__seen.push(node.getAttribute(attribute));
+  }).observe(node, {attributes: true, attributeFilter: [attribute], attributeOldValue: true});
 }"""
 
 RECORD_TEXT = """(selector) => {
   const node = document.querySelector(selector);
   window.__seen = [];
-  new MutationObserver(() => window.__seen.push(node.textContent))
-    .observe(node, {childList: true, characterData: true, subtree: true});
+  // textContent = ... replaces the text node: every change is one record with the new node
+  new MutationObserver((records) => {
+    for (const r of records) for (const added of r.addedNodes) window.__seen.push(added.textContent);
+  }).observe(node, {childList: true});
 }"""
 
 IMAGE_STATS = """async (dataUrl) => {
@@ -116,7 +121,7 @@ def test_network_lab(page, server, browser_context, artifacts) -> None:
     page.evaluate(RECORD_ATTRIBUTE, ["[data-testid=loss-chart]", "data-points"])
     page.get_by_test_id("train").click()
     expect(page.get_by_test_id("train-status")).to_have_text(re.compile(r"^trained 800 epochs"), timeout=TIMEOUT_MS)
-    sizes = [int(v) for v in page.evaluate("() => window.__seen")]
+    sizes = [int(v) for v in page.evaluate("() => window.__seen") if v is not None]
     growth = [s for s in sizes if s > 0]
     assert growth[-1] == 800 and growth == sorted(growth), sizes
     assert len({s for s in growth if 0 < s < 800}) >= 5, f"the chart did not grow while training: {sizes}"
