@@ -158,10 +158,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     process, url = (None, args.url) if args.url else start_server(args.threads)
-    if args.threads:
-        from threadpoolctl import threadpool_limits
+    import numpy  # noqa: F401  (load the BLAS library before limiting it)
+    from threadpoolctl import threadpool_info, threadpool_limits
 
+    if args.threads:
         threadpool_limits(limits=args.threads, user_api="blas")
+    blas = {info["internal_api"]: info["num_threads"] for info in threadpool_info()}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        served_blas = client.get("/api/status").json().get("blas_threads")
+    print(f"BLAS threads: in-process {blas}, server {served_blas}")
     try:
         generator = load_generator()
         print(
