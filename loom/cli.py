@@ -11,6 +11,8 @@ Sub-commands:
   :mod:`loom.llm.cli`, imported lazily so the other commands work without it);
 * ``loom train`` / ``eval`` / ``predict`` / ``info`` / ``dataset`` – training workflows on data
   files and saved models (from :mod:`loom.nn.cli`);
+* ``loom serve`` – the web app: network lab, text generation, OpenAI-compatible API
+  (from :mod:`loom.serve.cli`);
 * ``loom version``.
 
 Errors raised by loom (:class:`loom.errors.LoomError`) are printed as one line
@@ -377,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``loom`` argument parser with all sub-commands."""
     import loom
     from loom.nn.cli import add_training_parsers
+    from loom.serve.cli import add_serve_parser
 
     parser = argparse.ArgumentParser(
         prog="loom",
@@ -411,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_generate(subparsers)
     add_training_parsers(subparsers)  # train, eval, predict, info, dataset (loom/nn/cli.py)
+    add_serve_parser(subparsers)  # `loom serve` (loom/serve/cli.py; needs the serve extra only when run)
 
     version = subparsers.add_parser("version", help="print the version of loom and its array libraries")
     version.set_defaults(func=run_version)
