@@ -26,6 +26,15 @@ from loom.errors import ShapeError, TrainingDivergedError
 NET = {"grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1}
 
 
+@pytest.fixture(autouse=True)
+def _step_by_step(monkeypatch):
+    """These tests are about the Python fused step: on a GPU, keep tiny networks off the epoch kernel.
+
+    (The epoch kernel of loom.nn.fused_cuda is tested in test_gpu_training.py.)
+    """
+    monkeypatch.setenv("LOOM_TINY_EPOCH_KERNEL", "0")
+
+
 def seed_demo_layers() -> list[dict]:
     """The LOOM README's grid-scatter network (shared dense -> 3 agents on a grid -> sigmoid)."""
     return copy.deepcopy(GRID_SCATTER_CONFIG["layers"])
@@ -400,7 +409,8 @@ def step(x, target, lr, finish):
 """
 
 
-def test_generated_source_of_a_dense_stack_is_golden(backend):
+def test_generated_source_of_a_dense_stack_is_golden(backend, monkeypatch):
+    monkeypatch.setenv("LOOM_GPU_TRAIN_KERNELS", "0")  # the generic step (a GPU trains through gpu_training)
     layers = [
         {"type": "dense", "input_size": 3, "output_size": 4, "activation": "tanh"},
         {"type": "dense", "input_size": 4, "output_size": 2, "activation": "sigmoid"},
@@ -409,7 +419,8 @@ def test_generated_source_of_a_dense_stack_is_golden(backend):
     assert fused.fused_step_source(net) == GOLDEN_DENSE
 
 
-def test_generated_source_of_a_parallel_block_is_golden(backend):
+def test_generated_source_of_a_parallel_block_is_golden(backend, monkeypatch):
+    monkeypatch.setenv("LOOM_GPU_TRAIN_KERNELS", "0")  # the generic step (a GPU trains through gpu_training)
     layers = [
         {
             "type": "parallel",
