@@ -345,3 +345,14 @@ def test_the_generated_gpu_step_reads_nothing_back(rig):
     assert "isfinite" not in source and "float(" not in source  # no host read inside the step
     assert "finish(lr, loss)" in source  # the update kernel is gated by the loss on the device
     assert source.count("gemm_") >= 8  # 3 forward, 3 weight and 2 input gradients through cuBLAS
+
+
+def test_the_epoch_kernel_source_is_printed_for_debugging(rig, monkeypatch, capsys):
+    monkeypatch.setenv("LOOM_DEBUG_FUSED", "1")
+    config, n_in, n_out = _seed_demo()
+    config["layers"][-1]["activation"] = "tanh"  # a layout no other test compiled: built (and printed) here
+    net = rig.network(config)
+    with rig.device():
+        net.train([(rig.put(x), rig.put(t)) for x, t in _data(config, n_in, n_out, batches=2)], {"Epochs": 1})
+    err = capsys.readouterr().err
+    assert "# <loom epoch kernel, batch 1>" in err and 'extern "C" __global__' in err and "loom_act(2," in err
