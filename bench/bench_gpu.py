@@ -9,11 +9,15 @@ LLM rows (SmolLM2-135M shapes, seeded random weights, batch 1, greedy, 128 new t
 * **prefill** of 256 tokens (ms, logits of the last position) for loom (plain float32,
   and with TF32 GEMMs) and transformers eager float32.
 
-Training rows (measured with today's ``Network.train``; the training engine is #9's):
+Training rows (``Network.train``, the data already on the device for loom and torch alike):
 
 * a 4096→4096→4096→10 Dense network, batch 256, SGD, MSE, float32: samples/s of loom
-  CuPy and of the same network in torch CUDA eager;
-* the seed README grid-scatter demo (800 epochs × 4 samples): loom CuPy vs loom NumPy.
+  CuPy (the cuBLAS step of ``loom.nn.gpu_training``) and of the same network in torch
+  CUDA eager (``loss.item()`` per batch, as loom reads its loss);
+* the seed README grid-scatter demo (800 epochs × 4 samples): loom CuPy (one kernel launch
+  per epoch, ``loom.nn.fused_cuda``) vs loom NumPy;
+* where the GPU pays: in→W→W→10 Dense networks of several widths and batch sizes, loom CuPy
+  vs loom NumPy samples/s (``--skip-sweep`` leaves them out).
 
 Rates are the best of ``--repeats`` runs (the spread is printed beside them). A
 decode rate counts the tokens after the first one, timed at each yielded token, for
@@ -257,39 +261,78 @@ def mlp_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, t
 
 
-def loom_mlp(repeats: int) -> list[float]:
-    """Samples/s of ``Network.train`` (one epoch) on the 4096-wide MLP, loom CuPy."""
-    x, t = mlp_data()
-    net = loom.create_network_from_json(
+def mlp_network(backend: str, n_in: int, width: int, n_out: int, batch: int) -> Any:
+    """in→width→width→out Dense network (ScaledReLU, ScaledReLU, sigmoid) on ``backend``."""
+    return loom.create_network_from_json(
         {
-            "batch_size": MLP_BATCH,
+            "batch_size": batch,
             "grid_rows": 1,
             "grid_cols": 1,
             "layers_per_cell": 3,
             "layers": [
-                {"type": "dense", "input_size": MLP_WIDTH, "output_size": MLP_WIDTH, "activation": "relu"},
-                {"type": "dense", "input_size": MLP_WIDTH, "output_size": MLP_WIDTH, "activation": "relu"},
-                {"type": "dense", "input_size": MLP_WIDTH, "output_size": MLP_OUT, "activation": "sigmoid"},
+                {"type": "dense", "input_size": n_in, "output_size": width, "activation": "relu"},
+                {"type": "dense", "input_size": width, "output_size": width, "activation": "relu"},
+                {"type": "dense", "input_size": width, "output_size": n_out, "activation": "sigmoid"},
             ],
         },
-        backend="cupy",
+        backend=backend,
         seed=1,
     )
+
+
+def train_rate(backend: str, net: Any, x: np.ndarray, t: np.ndarray, batch: int, repeats: int) -> list[float]:
+    """Samples/s of one ``Network.train`` epoch over ``x`` / ``t`` (on the backend's device before timing)."""
+    be = resolve_backend(backend)
     batches = [
-        loom.TrainingBatch(x[i : i + MLP_BATCH].reshape(-1), t[i : i + MLP_BATCH].reshape(-1))
-        for i in range(0, len(x), MLP_BATCH)
+        loom.TrainingBatch(be.asarray(x[i : i + batch].reshape(-1)), be.asarray(t[i : i + batch].reshape(-1)))
+        for i in range(0, len(x), batch)
     ]
-    config = loom.TrainingConfig(epochs=1, learning_rate=MLP_LR, loss_type="mse", use_gpu=True)
-    sync = resolve_backend("cupy").synchronize
-    net.train(batches[:2], config)  # warm-up
+    config = loom.TrainingConfig(epochs=1, learning_rate=MLP_LR, loss_type="mse", use_gpu=backend == "cupy")
+    net.train(batches[:2], config)  # warm-up: compiled step, kernels, memory pool
     rates = []
     for _ in range(repeats):
-        sync()
+        be.synchronize()
         t0 = time.perf_counter()
         net.train(batches, config)
-        sync()
+        be.synchronize()
         rates.append(len(x) / (time.perf_counter() - t0))
     return rates
+
+
+def loom_mlp(repeats: int) -> list[float]:
+    """Samples/s of ``Network.train`` (one epoch) on the 4096-wide MLP, loom CuPy."""
+    x, t = mlp_data()
+    net = mlp_network("cupy", MLP_WIDTH, MLP_WIDTH, MLP_OUT, MLP_BATCH)
+    return train_rate("cupy", net, x, t, MLP_BATCH, repeats)
+
+
+#: (width, batch) of the "where the GPU pays" rows: in = width, out = 10, 16 batches per epoch.
+SWEEP = ((16, 1), (16, 32), (128, 32), (512, 64), (1024, 128), (2048, 256))
+
+
+def gpu_pays_rows(repeats: int) -> list[tuple[str, str, str, str, str]]:
+    """loom CuPy vs loom NumPy samples/s for Dense networks of several widths and batch sizes."""
+    rows = []
+    for width, batch in SWEEP:
+        rng = np.random.default_rng(0)
+        n = 16 * batch
+        x = rng.random((n, width), dtype=np.float32)
+        t = rng.random((n, 10), dtype=np.float32)
+        rates = {
+            b: train_rate(b, mlp_network(b, width, width, 10, batch), x, t, batch, repeats) for b in ("cupy", "numpy")
+        }
+        gpu, cpu = max(rates["cupy"]), max(rates["numpy"])
+        rows.append(
+            (
+                f"{width}→{width}→{width}→10 Dense, batch {batch}, samples/s",
+                f"{gpu:,.0f}",
+                f"loom NumPy {cpu:,.0f}",
+                f"{gpu / cpu:.2f}× (>1: GPU faster)",
+                "—",
+            )
+        )
+        print(f"where the GPU pays: width {width} batch {batch}: CuPy {gpu:,.0f} vs NumPy {cpu:,.0f} samples/s")
+    return rows
 
 
 def torch_mlp(repeats: int) -> list[float]:
@@ -334,7 +377,7 @@ def torch_mlp(repeats: int) -> list[float]:
 
 
 def seed_demo(backend: str, repeats: int) -> list[float] | None:
-    """Seconds of the seed README grid-scatter demo (800 epochs), or None without the fixture."""
+    """Seconds of the seed README grid-scatter demo (800 epochs, on ``backend``), or None without the fixture."""
     from bench_layers import demo_seconds
 
     sync = resolve_backend(backend).synchronize
@@ -352,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-hf", action="store_true", help="no transformers rows")
     parser.add_argument("--skip-compile", action="store_true", help="no static-cache + torch.compile rows")
     parser.add_argument("--skip-training", action="store_true", help="no training rows")
+    parser.add_argument("--skip-sweep", action="store_true", help="no 'where the GPU pays' rows")
+    parser.add_argument("--skip-llm", action="store_true", help="no decode / prefill rows (training rows only)")
     parser.add_argument("--profile", action="store_true", help="GPU time of each decode kernel")
     parser.add_argument(
         "--time-budget", type=float, default=float("inf"), help="seconds after which no torch.compile row starts"
@@ -373,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     limit: dict[str, float] = {}
     prefill: dict[str, list[float]] = {}
     greedy = last_logits = None
-    for dtype in ("float32", "bfloat16", "float16"):
+    for dtype in () if args.skip_llm else ("float32", "bfloat16", "float16"):
         model = transformer_from_tensors(config, tensors, backend=be, dtype=dtype)
         decode[dtype] = loom_decode(model, args.new_tokens, args.repeats)
         limit[dtype] = bandwidth * 1e9 / decode_bytes(model)
@@ -402,24 +447,27 @@ def main(argv: list[str] | None = None) -> int:
 
     training: dict[str, Any] = {}
     if not args.skip_training:
-        # TRAINING ROWS: measured through today's Network.train; the engine is rewritten in #9.
         training["loom"] = loom_mlp(args.peer_repeats)
         try:
             training["torch"] = torch_mlp(args.peer_repeats)
         except ImportError:
             training["torch"] = None
-        training["gpu_demo"], training["cpu_demo"] = seed_demo("cupy", 1), seed_demo("numpy", args.peer_repeats)
+        print(f"4096 MLP samples/s: loom CuPy {spread(training['loom'])}; torch {spread(training['torch'] or [0])}")
+        training["gpu_demo"] = seed_demo("cupy", args.peer_repeats)
+        training["cpu_demo"] = seed_demo("numpy", args.peer_repeats)
+        print(f"seed demo s: CuPy {spread(training['gpu_demo'] or [0])}; NumPy {spread(training['cpu_demo'] or [0])}")
+        training["sweep"] = [] if args.skip_sweep else gpu_pays_rows(args.peer_repeats)
         print(f"training rows measured ({time.perf_counter() - started:.0f} s since start)")
 
     hf: dict[str, list[float] | str] = {}
-    if not args.skip_hf:
+    if not args.skip_hf and not args.skip_llm:
         try:
             import torch
             import transformers  # noqa: F401
         except ImportError as exc:
             args.skip_hf = True
             print(f"transformers rows skipped: {exc}")
-    if not args.skip_hf:
+    if not args.skip_hf and not args.skip_llm:
         import torch
 
         for dtype in ("float32", "bfloat16"):
@@ -465,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             return fmt.format(max(v))
         return v if isinstance(v, str) else "skipped"
 
-    for dtype, peer in (("float32", "float32"), ("bfloat16", "bfloat16"), ("float16", None)):
+    for dtype, peer in () if args.skip_llm else (("float32", "float32"), ("bfloat16", "bfloat16"), ("float16", None)):
         peers = "—"
         ratios = "—"
         if peer is not None and hf:
@@ -476,16 +524,17 @@ def main(argv: list[str] | None = None) -> int:
             (f"decode tok/s, {dtype} weights", best(decode[dtype]), peers, ratios, f"{limit[dtype]:,.0f} tok/s")
         )
     pre_hf = hf.get("prefill")
-    pre_ratio = f"{min(pre_hf) / min(prefill['float32']):.2f}× faster" if isinstance(pre_hf, list) else "—"
-    rows.append(
-        (
-            f"prefill {len(long)} tokens, ms",
-            f"{min(prefill['float32']):.2f} (TF32 {min(prefill['tf32']):.2f})",
-            f"eager float32 {min(pre_hf):.2f}" if isinstance(pre_hf, list) else "skipped",
-            pre_ratio,
-            "—",
+    pre_ratio = f"{min(pre_hf) / min(prefill['float32']):.2f}× faster" if isinstance(pre_hf, list) and prefill else "—"
+    if prefill:
+        rows.append(
+            (
+                f"prefill {len(long)} tokens, ms",
+                f"{min(prefill['float32']):.2f} (TF32 {min(prefill['tf32']):.2f})",
+                f"eager float32 {min(pre_hf):.2f}" if isinstance(pre_hf, list) else "skipped",
+                pre_ratio,
+                "—",
+            )
         )
-    )
 
     if training:
         loom_rates, torch_rates = training["loom"], training["torch"]
@@ -511,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                     "—",
                 )
             )
+        rows.extend(training["sweep"])
 
     print()
     print("| workload | loom CuPy | peer | loom vs peer | bandwidth limit |")

@@ -220,7 +220,8 @@ def demo_seconds(backend: str, repeats: int, sync: Callable[[], None]) -> float 
     if not path.exists():
         return None
     fix = json.loads(path.read_text())
-    batches, config = fix["training"]["batches"], fix["training"]["config"]
+    batches = fix["training"]["batches"]
+    config = {**fix["training"]["config"], "UseGPU": backend == "cupy"}  # the fixture's UseGPU=false would move it
     warm = loom.load_model_from_string(fix["model_before"], fix["model_id"], backend=backend)
     warm.train(batches, {**config, "Epochs": 5})
     sync()

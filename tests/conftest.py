@@ -65,6 +65,27 @@ def xp(backend):
     return backend.xp
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _emulated_train_kernels():
+    """``LOOM_EMULATE_TRAIN_KERNELS=1``: NumPy networks train through the GPU step, its kernels emulated on the CPU.
+
+    Runs the training tests through :mod:`loom.nn.gpu_training` without a GPU (slow: g++-built
+    kernels, one thread per CUDA thread). See ``tools/cuda_emulator``.
+    """
+    if os.environ.get("LOOM_EMULATE_TRAIN_KERNELS") != "1":
+        yield None
+        return
+    import sys
+
+    from loom.backend.cuda_train import use_train_kernels
+
+    sys.path.insert(0, str(REPO_ROOT / "tools" / "cuda_emulator"))
+    from emulator import emulated_train_kernels
+
+    with use_train_kernels(emulated_train_kernels()) as kernels:
+        yield kernels
+
+
 @pytest.fixture(autouse=True)
 def _reset_backend(backend_name: str):
     """Every test starts and ends with the run's backend as the default."""

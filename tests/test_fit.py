@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import loom
+from loom.backend.cuda_train import train_kernels
 from loom.errors import ConfigError, MissingDependencyError, ShapeError
 from loom.nn.datasets import make_moons
 from loom.nn.summary import summary_text
@@ -113,7 +114,10 @@ def test_fit_with_mse_and_plain_sgd_equals_train_on_the_same_batches(backend):
     assert sorted(history.history) == ["loss"]
     np.testing.assert_allclose(history.history["loss"], result.loss_history, rtol=1e-6)
     for a, b in zip(params(fitted), params(trained), strict=True):
-        np.testing.assert_array_equal(a, b)
+        if train_kernels(backend) is None:
+            np.testing.assert_array_equal(a, b)
+        else:  # on the GPU train runs this tiny network through the epoch kernel, fit step by step
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
 
 
 def test_labels_and_one_hot_targets_train_identically(backend):

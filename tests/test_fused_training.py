@@ -20,10 +20,20 @@ import pytest
 
 import loom
 import loom.nn.fused as fused
+from loom.backend import cuda_train
 from loom.cli import GRID_SCATTER_CONFIG
 from loom.errors import ShapeError, TrainingDivergedError
 
 NET = {"grid_rows": 1, "grid_cols": 1, "layers_per_cell": 1}
+
+
+@pytest.fixture(autouse=True)
+def _step_by_step(monkeypatch):
+    """These tests are about the Python fused step: on a GPU, keep tiny networks off the epoch kernel.
+
+    (The epoch kernel of loom.nn.fused_cuda is tested in test_gpu_training.py.)
+    """
+    monkeypatch.setenv("LOOM_TINY_EPOCH_KERNEL", "0")
 
 
 def seed_demo_layers() -> list[dict]:
@@ -400,7 +410,8 @@ def step(x, target, lr, finish):
 """
 
 
-def test_generated_source_of_a_dense_stack_is_golden(backend):
+def test_generated_source_of_a_dense_stack_is_golden(backend, monkeypatch):
+    monkeypatch.setattr(cuda_train, "_OVERRIDE", [None])  # the generic step, also under an emulated GPU step
     layers = [
         {"type": "dense", "input_size": 3, "output_size": 4, "activation": "tanh"},
         {"type": "dense", "input_size": 4, "output_size": 2, "activation": "sigmoid"},
@@ -409,7 +420,8 @@ def test_generated_source_of_a_dense_stack_is_golden(backend):
     assert fused.fused_step_source(net) == GOLDEN_DENSE
 
 
-def test_generated_source_of_a_parallel_block_is_golden(backend):
+def test_generated_source_of_a_parallel_block_is_golden(backend, monkeypatch):
+    monkeypatch.setattr(cuda_train, "_OVERRIDE", [None])  # the generic step, also under an emulated GPU step
     layers = [
         {
             "type": "parallel",

@@ -21,7 +21,11 @@ One module per concern:
 * :mod:`~loom.backend.constants` – lookup tables copied to the device once;
 * :mod:`~loom.backend.cuda_llm` – fused CUDA kernels for transformer inference
   (source in ``cuda/llm_kernels.cu``); callers fall back to the array-API ops
-  of :mod:`loom.ops.transformer` where these do not apply.
+  of :mod:`loom.ops.transformer` where these do not apply;
+* :mod:`~loom.backend.cuda_train` – fused CUDA kernels for training (bias +
+  activation, loss, clipping, optimizer updates over the flat buffer; source in
+  ``cuda/train_device.cuh`` and ``cuda/train_kernels.cu``), and the compiler of
+  the generated whole-epoch kernels of tiny networks (:mod:`loom.nn.fused_cuda`).
 """
 
 from __future__ import annotations

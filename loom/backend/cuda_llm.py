@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -49,6 +50,13 @@ _DEFAULT_SHARED_LIMIT = 48 * 1024
 #: so consecutive kernels of a decode step never wait for the multiprocessors to reconfigure.
 _SHARED_CARVEOUT = 50
 _TF32_MATH = 3  # CUBLAS_TF32_TENSOR_OP_MATH
+#: LM-head blocks per multiprocessor (at least): the head streams the largest matrix of a decode step.
+#: 2 was measured on the H200; ``LOOM_HEAD_BLOCKS_PER_SM=8`` (more, narrower blocks) is correct on the
+#: CPU emulation but its speed is not yet measured on a GPU.
+_HEAD_BLOCKS_PER_SM = int(os.environ.get("LOOM_HEAD_BLOCKS_PER_SM", "2") or 2)
+#: ``LOOM_CUBLAS_DIRECT=1``: C-contiguous float32 prefill products call ``cublasSgemm`` directly
+#: (skips ~15 µs of Python per call); not yet run on a GPU, so ``cupy.cublas.gemm`` is the default.
+_CUBLAS_DIRECT = os.environ.get("LOOM_CUBLAS_DIRECT", "").strip() == "1"
 
 
 def kernel_source() -> str:
@@ -277,8 +285,8 @@ class LLMKernels:
         ldw = w.shape[1]
         vw = vector_width(fmt)
         items = ldw // vw
-        tx = 32
-        while tx > 2 and -(-items // tx) < 2 * self.multiprocessors:
+        tx = 32  # narrow blocks, many of them: ~8 per multiprocessor keep enough head rows in flight
+        while tx > 2 and -(-items // tx) < _HEAD_BLOCKS_PER_SM * self.multiprocessors:
             tx //= 2
         nw, nb, eps, kind = norm
         args = (x, nw, nb if nb is not None else nw, _f(eps), _i(kind), w, _i(d), _i(v), _i(ldw), _i(tx))
@@ -349,18 +357,72 @@ def argmax_from_key(key: int) -> int:
 
 
 def _cublas_gemm(cupy: Any) -> Callable[..., None]:
+    """``gemm(a, b, out, beta, tf32)`` through cuBLAS.
+
+    C-contiguous float32 operands (every prefill product) go straight to ``cublasSgemm`` with
+    host scalars made once: ``cupy.cublas.gemm`` spends ~15 µs of Python per call deciding
+    layouts, which is most of a prefill's host time (4 products per layer). Anything else takes
+    ``cupy.cublas.gemm``.
+    """
     from cupy import cublas
     from cupy_backends.cuda.libs import cublas as libcublas
 
-    def gemm(a: Array, b: Array, out: Array, beta: float, tf32: bool) -> None:
-        if not tf32:
+    scalars = {value: np.full((), value, dtype=np.float32) for value in (0.0, 1.0)}  # kept alive: cuBLAS reads them
+    one = scalars[1.0].ctypes.data
+    op_n, host_mode = libcublas.CUBLAS_OP_N, libcublas.CUBLAS_POINTER_MODE_HOST
+    get_handle, sgemm, set_pointer_mode = cupy.cuda.device.get_cublas_handle, libcublas.sgemm, libcublas.setPointerMode
+    f32 = np.dtype(np.float32)
+    set_stream, current_stream = libcublas.setStream, cupy.cuda.get_current_stream
+
+    def product(a: Array, b: Array, out: Array, beta: float) -> None:
+        m, k = a.shape
+        n, ldb = out.shape[1], b.shape[1]
+        direct = (
+            _CUBLAS_DIRECT
+            and a.dtype == f32
+            and b.dtype == f32
+            and out.dtype == f32
+            and a.flags.c_contiguous
+            and b.flags.c_contiguous
+            and out.flags.c_contiguous
+            and b.shape[0] == k
+            and out.shape[0] == m
+            and n <= ldb
+            and float(beta) in scalars
+        )
+        if not direct:
             cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=beta)
             return
-        handle = cupy.cuda.device.get_cublas_handle()
+        handle = get_handle()
+        set_stream(handle, current_stream().ptr)  # some CuPy versions' sgemm leaves the stream to the caller
+        set_pointer_mode(handle, host_mode)
+        # row-major out[m, n] = a[m, k] @ b[k, :n] is column-major out^T = b^T a^T
+        sgemm(
+            handle,
+            op_n,
+            op_n,
+            n,
+            m,
+            k,
+            one,
+            b.data.ptr,
+            ldb,
+            a.data.ptr,
+            k,
+            scalars[float(beta)].ctypes.data,
+            out.data.ptr,
+            n,
+        )
+
+    def gemm(a: Array, b: Array, out: Array, beta: float, tf32: bool) -> None:
+        if not tf32:
+            product(a, b, out, beta)
+            return
+        handle = get_handle()
         mode = libcublas.getMathMode(handle)
         libcublas.setMathMode(handle, getattr(libcublas, "CUBLAS_TF32_TENSOR_OP_MATH", _TF32_MATH))
         try:
-            cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=beta)
+            product(a, b, out, beta)
         finally:
             libcublas.setMathMode(handle, mode)
 

@@ -47,6 +47,7 @@ __all__ = ["ENABLED", "FusedTrainer", "fused_eligible", "fused_step_source", "fu
 ENABLED = True
 
 Finish = Callable[[float], None]
+_CACHED: Any = object()  # FusedTrainer.for_parameters: whichever trainer is cached
 
 
 def fused_switch(requested: bool) -> bool:
@@ -87,19 +88,24 @@ class FusedTrainer:
         The network's attached flat buffers.
     """
 
-    def __init__(self, net: Network, flat: FlatParameters) -> None:
+    def __init__(self, net: Network, flat: FlatParameters, gpu: Any = None) -> None:
         self.flat = flat
         self.xp, self.raw = flat.xp, flat.raw
+        self.gpu = gpu  # TrainKernels of the GPU step (loom.backend.cuda_train), or None
         self.layers: list[LayerConfig] = list(net.layers)
         self.ctx = net.training_context()
         self.steps: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
-    def for_parameters(cls, net: Network, flat: FlatParameters) -> FusedTrainer:
-        """The trainer cached on ``flat`` (made on first use); its random generator follows ``net.rng``."""
+    def for_parameters(cls, net: Network, flat: FlatParameters, gpu: Any = _CACHED) -> FusedTrainer:
+        """The trainer cached on ``flat`` (made on first use); its random generator follows ``net.rng``.
+
+        ``gpu``: the training kernels of the GPU step, or ``None`` for the generic step (a cached
+        trainer of the other kind is replaced); left out, the cached trainer whichever it is.
+        """
         trainer = flat.caches.get("fused")
-        if trainer is None:
-            trainer = flat.caches["fused"] = cls(net, flat)
+        if trainer is None or (gpu is not _CACHED and trainer.gpu is not gpu):
+            trainer = flat.caches["fused"] = cls(net, flat, None if gpu is _CACHED else gpu)
         trainer.ctx.rng = net.rng  # net.seed() may have replaced the generator
         return trainer
 
@@ -113,6 +119,7 @@ class FusedTrainer:
         finish: Finish,
         halt: bool,
         parallel: Any = None,
+        fetch: Callable[[Any], float] | None = None,
     ) -> tuple[float, Any]:
         """One training step on the flat input ``x`` of ``batch`` samples.
 
@@ -128,6 +135,8 @@ class FusedTrainer:
             Data-parallel training (:mod:`loom.nn.data_parallel`): the halt check reads the
             batch loss reduced over the ranks, and with ``parallel.overlap`` each stage's
             gradient is handed over as soon as it is final.
+        fetch : callable, optional
+            GPU step: turns the loss (a device scalar) into a float, the step's one host read.
 
         Returns
         -------
@@ -138,8 +147,11 @@ class FusedTrainer:
         mode = key[3] if len(key) > 3 else None
         step = self.steps.get(key)
         if step is None:
-            step = self.steps[key] = compile_step(self, batch, loss.bind(self.xp, batch), halt, parallel=mode)
+            loss_fn = loss.bind(self.xp, batch) if self.gpu is None else loss.bind_device(self.xp, batch, self.gpu)
+            step = self.steps[key] = compile_step(self, batch, loss_fn, halt, parallel=mode)
         value, y = step(x, target, lr, finish) if mode is None else step(x, target, lr, finish, parallel)
+        if fetch is not None:
+            value = fetch(value)
         if step.provisional and math.isfinite(value):  # merges are bound now: call them directly
             self.steps[key] = compile_step(self, batch, step.loss_fn, halt, step.stages, parallel=mode)
         return value, y
@@ -169,19 +181,25 @@ def fused_step_source(net: Network, batch_size: int | None = None, loss: str = "
     Returns
     -------
     str
-        The step training uses now. Before a first training step, Parallel merges are called
-        through their size checks; after it, the step with the merges inline.
+        The step training uses now (on a GPU, the step of :mod:`loom.nn.gpu_training`; tiny
+        networks there train through the epoch kernel of :mod:`loom.nn.fused_cuda`, whose CUDA
+        source ``LOOM_DEBUG_FUSED=1`` prints). Before a first training step, Parallel merges are
+        called through their size checks; after it, the step with the merges inline.
     """
     from loom.errors import ConfigError
     from loom.nn.training_engine import LossFunction
 
     if not fused_eligible(net):
         raise ConfigError("fused_step_source: this network trains layer by layer (residual stream or no parameters)")
+    from loom.nn.gpu_training import device_kernels
+
     batch = net.batch_size if batch_size is None else int(batch_size)
     loss_fn = LossFunction(loss, "loom")
     with net.training_parameters() as flat:
-        trainer = FusedTrainer.for_parameters(net, flat)
+        gpu = device_kernels(flat)  # the GPU step where training uses it
+        trainer = FusedTrainer.for_parameters(net, flat, gpu)
         step = trainer.steps.get((batch, loss_fn.key, halt))
         if step is None:
-            step = compile_step(trainer, batch, loss_fn.bind(trainer.xp, batch), halt)
+            bound = loss_fn.bind(trainer.xp, batch) if gpu is None else loss_fn.bind_device(trainer.xp, batch, gpu)
+            step = compile_step(trainer, batch, bound, halt)
         return step.source

@@ -56,8 +56,9 @@ _PARALLEL = ParallelKind()
 class _Source:
     """The generated function's lines and the globals they read."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, gpu: Any = None) -> None:
         self.raw = raw  # the array module (NumPy / CuPy) of the buffers
+        self.gpu = gpu  # TrainKernels (loom.backend.cuda_train) of the GPU step, or None
         self.names: dict[str, Any] = {}
         self.forward: list[str] = []
         self._count = 0
@@ -82,6 +83,7 @@ class _DenseLeaf:
         self.act = int(cfg.activation)
         self.kernels = activation_kernels(self.act, xp, like.dtype)
         self.z = self.y = ""
+        self.device = False  # True when the stage's bias + activation kernel computed y (GPU step)
 
     def emit_forward(self, src: _Source, z: str) -> str:
         self.z, self.y = z, src.local("y")
@@ -90,6 +92,12 @@ class _DenseLeaf:
 
     def emit_backward(self, src: _Source, lines: list[str], grad_y: str) -> str:
         grad_z = src.local("gz")
+        if self.device:
+            gpu = src.gpu
+            contiguous = src.bind(src.raw.ascontiguousarray, "contiguous")
+            act_bw = src.bind(gpu.act_backward, "act_backward")
+            lines.append(f"{grad_z} = {act_bw}({contiguous}({grad_y}), {self.z}, {self.y}, {self.act})")
+            return grad_z
         lines.append(f"{grad_z} = {src.bind(self.kernels[1], 'act_bw')}({grad_y}, {self.z}, {self.y})")
         return grad_z
 
@@ -302,11 +310,14 @@ class _Stage:
         self.merges: list[_Merge] = []  # post-order: children before parents
         self.root = self._node(cfg, graph)
         self.units = _units(self.affine)
+        self.gpu = graph.gpu
+        self.x2 = ""  # GPU step: name of the stage input as [B, in]
         if self.affine:
             raw, batch, n_in, dtype = graph.raw, self.batch, self.n_in, self.block.dtype
-            self.x_aug = raw.ones((batch, n_in + 1), dtype=dtype)  # [B, in + 1], last column stays 1
-            self.x_in = self.x_aug[0, :n_in] if batch == 1 else self.x_aug[:, :n_in]  # where the input is copied
             self.grad_z = raw.empty((batch, self.block.shape[1]), dtype=dtype)  # [B, N]
+            if self.gpu is None:
+                self.x_aug = raw.ones((batch, n_in + 1), dtype=dtype)  # [B, in + 1], last column stays 1
+                self.x_in = self.x_aug[0, :n_in] if batch == 1 else self.x_aug[:, :n_in]  # where the input is copied
 
     def _node(self, cfg: LayerConfig, graph: _GraphContext) -> Any:
         if cfg.type == "parallel":
@@ -329,7 +340,10 @@ class _Stage:
 
     def emit_forward(self, src: _Source, x: str, needs_input_grad: bool) -> str:
         lines, batch, n_in = src.forward, self.batch, self.n_in
-        if self.affine:
+        if self.affine and self.gpu is not None:
+            lines.append(f"if {x}.shape[0] != {batch * n_in}: {src.bind(self.shape_error, 'shape_error')}({x})")
+            self._emit_device_forward(src, x)
+        elif self.affine:
             lines.append(f"if {x}.shape[0] != {batch * n_in}: {src.bind(self.shape_error, 'shape_error')}({x})")
             source = x if batch == 1 else f"{x}.reshape({batch}, {n_in})"
             lines.append(f"{src.bind(self.x_in, 'x_in')}[...] = {source}")
@@ -354,6 +368,35 @@ class _Stage:
             lines.append(merge.emit_forward(src))
         return self.root.var
 
+    def _emit_device_forward(self, src: _Source, x: str) -> None:
+        """GPU step: ``z = x @ W`` (cuBLAS), then the bias and, for one Dense unit, its activation in one kernel."""
+        lines, gpu, batch, n_in = src.forward, self.gpu, self.batch, self.n_in
+        self.x2, z = src.local("x2"), src.local("z")
+        contiguous = src.bind(src.raw.ascontiguousarray, "contiguous")
+        lines.append(f"{self.x2} = {contiguous}({x}).reshape({batch}, {n_in})")
+        weights = src.bind(self.block[:n_in], "weights")
+        lines.append(f"{z} = {src.bind(gpu.gemm, 'gemm')}({self.x2}, {weights})")
+        bias, bias_act = src.bind(self.block[n_in], "bias"), src.bind(gpu.bias_act, "bias_act")
+        if len(self.units) == 1 and type(self.units[0].leaf) is _DenseLeaf:
+            unit, y = self.units[0], src.local("y")
+            leaf = unit.leaf
+            lines.append(f"{y} = {bias_act}({z}, {bias}, {leaf.act})")
+            leaf.z, leaf.y, leaf.device = z, y, True
+            for slot in unit.slots:
+                slot.var = src.local("out")
+                part = y if len(unit.slots) == 1 else f"{y}[:, {slot.start}:{slot.stop}]"
+                lines.append(f"{slot.var} = {part}.reshape(-1)")
+            return
+        lines.append(f"{bias_act}({z}, {bias}, 5, {z})  # z += bias")
+        for unit in self.units:
+            z_unit = src.local("z")
+            lines.append(f"{z_unit} = {z}[:, {unit.start}:{unit.stop}]")
+            y = unit.leaf.emit_forward(src, z_unit)
+            for slot in unit.slots:
+                slot.var = src.local("out")
+                part = y if len(unit.slots) == 1 else f"{y}[:, {slot.start - unit.start}:{slot.stop - unit.start}]"
+                lines.append(f"{slot.var} = {part}.reshape(-1)")
+
     def emit_backward(self, src: _Source, grad: str, needs_input_grad: bool) -> tuple[list[str], str | None]:
         lines: list[str] = []
         self.root.grad_var = grad
@@ -374,12 +417,37 @@ class _Stage:
             if len(grad_zs) > 1:
                 grad_z = src.bind(self.grad_z, "grad_z")
                 lines.append(f"{concat}([{', '.join(grad_zs)}], axis=1, out={grad_z})")
+            if self.gpu is not None:
+                grad_x = self._emit_device_backward(src, lines, grad_z, needs_input_grad)
+        if self.affine and self.gpu is None:
             x_col, grad_block = src.bind(self.x_aug.T, "x_col"), src.bind(self.grad_block, "grad_block")
             lines.append(f"{x_col}.dot({grad_z}, out={grad_block})  # every kernel and bias gradient at once")
             if needs_input_grad:
                 grad_x = src.local("gx")
                 kernel_t = src.bind(self.block[: self.n_in].T, "kernel_t")
                 lines.append(f"{grad_x} = {grad_z}.dot({kernel_t}).reshape(-1)")
+        return self._emit_kind_backward(src, lines, grad_x, needs_input_grad)
+
+    def _emit_device_backward(self, src: _Source, lines: list[str], grad_z: str, needs_input_grad: bool) -> str | None:
+        """GPU step: ``gW = x^T gz``, ``gx = gz W^T`` (cuBLAS, transposes as flags), ``gb`` = column sums of ``gz``."""
+        gpu, n_in = self.gpu, self.n_in
+        gemm = src.bind(gpu.gemm, "gemm")
+        contiguous, name = src.bind(src.raw.ascontiguousarray, "contiguous"), src.local("gz")
+        lines.append(f"{name} = {contiguous}({grad_z})  # the kernels read C order (no copy when it is)")
+        grad_z = name
+        lines.append(f"{gemm}({self.x2}, {grad_z}, {src.bind(self.grad_block[:n_in], 'grad_weights')}, ta=True)")
+        lines.append(
+            f"{src.bind(gpu.column_sum, 'column_sum')}({grad_z}, {src.bind(self.grad_block[n_in], 'grad_bias')})"
+        )
+        if not needs_input_grad:
+            return None
+        grad_x = src.local("gx")
+        lines.append(f"{grad_x} = {gemm}({grad_z}, {src.bind(self.block[:n_in], 'weights')}, tb=True).reshape(-1)")
+        return grad_x
+
+    def _emit_kind_backward(
+        self, src: _Source, lines: list[str], grad_x: str | None, needs_input_grad: bool
+    ) -> tuple[list[str], str | None]:
         for slot in self.kinds:
             call = f"{src.bind(slot, 'kind')}.run_backward({slot.grad_var})"
             if not needs_input_grad:
@@ -399,6 +467,7 @@ class _GraphContext:
         self.batch, self.xp, self.raw, self.ctx = batch, trainer.xp, trainer.raw, trainer.ctx
         self.affine_position = trainer.flat.affine_position
         self.kind_views = trainer.flat.kind_views
+        self.gpu = trainer.gpu
 
 
 def compile_step(
@@ -414,6 +483,10 @@ def compile_step(
     The step runs forward and ``loss, grad = loss_fn(output, target)``; with ``halt`` it returns
     right away when the loss is not finite (no backward, no update); else it runs backward into
     the flat gradient buffer and calls ``finish(lr)``.
+
+    On the GPU step (``trainer.gpu`` set) the loss stays a device scalar: the step runs backward
+    whatever its value and calls ``finish(lr, loss)``, whose update kernel does nothing unless the
+    loss is finite (``halt``'s guarantee without a host round trip); the caller fetches the loss.
 
     ``step.provisional`` is true while some Parallel merge still checks its inputs on first
     use; compiling again with ``stages=step.stages`` after a step calls the bound merge functions
@@ -432,7 +505,8 @@ def compile_step(
     if stages is None:
         graph = _GraphContext(trainer, batch)
         stages = [_Stage(cfg, block, graph) for cfg, block in zip(trainer.layers, trainer.flat.blocks, strict=True)]
-    src = _Source(trainer.raw)
+    gpu = trainer.gpu
+    src = _Source(trainer.raw, gpu)
     x = "x"
     for i, stage in enumerate(stages):
         x = stage.emit_forward(src, x, i > 0)
@@ -446,7 +520,7 @@ def compile_step(
             backward.append(f"parallel.stage_done({i})")
     names = src.names
     names.update(loss_fn=loss_fn, isfinite=math.isfinite)
-    if parallel:
+    if parallel:  # data-parallel steps run the generic (host-loss) step: the GPU step is single-process
         body = [
             *src.forward,
             f"loss, grad = loss_fn({x}, target)",
@@ -461,9 +535,9 @@ def compile_step(
         body = [
             *src.forward,
             f"loss, grad = loss_fn({x}, target)",
-            *([f"if not isfinite(loss): return loss, {x}"] if halt else []),
+            *([f"if not isfinite(loss): return loss, {x}"] if halt and gpu is None else []),
             *backward,
-            "finish(lr)",
+            "finish(lr)" if gpu is None else "finish(lr, loss)",
             f"return loss, {x}",
         ]
     signature = "x, target, lr, finish, parallel" if parallel else "x, target, lr, finish"

@@ -124,6 +124,14 @@ class Optimizer:
     def _make_update(self, params: Any, grads: Any, raw: Any, scratch: list[Any]) -> Update:
         raise NotImplementedError
 
+    def state_buffers(self, params: Any, raw: Any) -> tuple[Any, Any]:
+        """The two flat state arrays of the GPU update kernel (:meth:`loom.backend.cuda_train.TrainKernels.update`).
+
+        The same arrays as this optimizer's ``state`` (so both paths continue each other's
+        state); ``params`` itself stands in for a state the settings do not use (never touched).
+        """
+        raise NotImplementedError
+
     def _gradient(self, params: Any, grads: Any, scale: Any, raw: Any, out: Any, decay: bool = True) -> Any:
         """``scale * grads + weight_decay * params`` (into ``out`` unless it is ``grads`` itself)."""
         wd = self.weight_decay if decay else 0.0  # type: ignore[attr-defined]
@@ -208,6 +216,11 @@ class SGD(Optimizer):
 
         return update
 
+    def state_buffers(self, params: Any, raw: Any) -> tuple[Any, Any]:
+        """(momentum buffer, unused)."""
+        buf = self._buffer("momentum_buffer", params, raw) if self.momentum else params
+        return buf, params
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with torch's bias correction and L2 weight decay added to the gradient.
@@ -275,6 +288,10 @@ class Adam(Optimizer):
             subtract(params, tmp, out=params)
 
         return update
+
+    def state_buffers(self, params: Any, raw: Any) -> tuple[Any, Any]:
+        """(first moment m, second moment v)."""
+        return self._buffer("exp_avg", params, raw), self._buffer("exp_avg_sq", params, raw)
 
 
 class AdamW(Adam):
@@ -351,6 +368,11 @@ class RMSprop(Optimizer):
             subtract(params, tmp, out=params)
 
         return update
+
+    def state_buffers(self, params: Any, raw: Any) -> tuple[Any, Any]:
+        """(square average v, momentum buffer)."""
+        v = self._buffer("square_avg", params, raw)
+        return v, (self._buffer("momentum_buffer", params, raw) if self.momentum else params)
 
 
 #: Optimizer name -> class (names are matched case-insensitively).

@@ -269,9 +269,13 @@ def _coerce_config(config: Any) -> TrainingConfig:
 
 
 def _prepare_batches(net: Network, batches: Iterable[Any]) -> list[tuple[Any, Any, int]]:
-    prepared = []
-    for i, item in enumerate(batch_validation.training_items(batches)):
-        prepared.append(batch_validation.prepare_batch(net, TrainingBatch.coerce(item, i), i))
+    items = [TrainingBatch.coerce(item, i) for i, item in enumerate(batch_validation.training_items(batches))]
+    # NaN / Inf: one host read for all batches (a GPU round trip per array otherwise); on a failure the
+    # per-batch check names the batch, sample and position
+    prepared = [batch_validation.prepare_batch(net, item, i, finite=False) for i, item in enumerate(items)]
+    if not batch_validation.all_finite([a for x, t, _ in prepared for a in (x, t)], net.array_backend.raw):
+        for i, item in enumerate(items):
+            batch_validation.prepare_batch(net, item, i)
     if not prepared:
         raise ShapeError("batches: expected at least one training batch, got none")
     return prepared

@@ -42,7 +42,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from loom.errors import TrainingDivergedError
+from loom.nn.device_losses import device_loss_and_grad
 from loom.nn.fused import FusedTrainer, fused_eligible
+from loom.nn.gpu_training import DeviceStep, device_kernels
 from loom.ops.losses import batch_loss_and_grad, loss_and_grad
 
 if TYPE_CHECKING:
@@ -127,6 +129,11 @@ class LossFunction:
             return lambda y, t: loss_and_grad(name, y, t, xp)  # positional: cheaper than a partial with keywords
         return lambda y, t: batch_loss_and_grad(name, y, t, batch, xp)
 
+    def bind_device(self, xp: Any, batch: int, gpu: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
+        """Like :meth:`bind`, with the loss left on the device (a float64 array of one value; GPU step)."""
+        name, reduction = self.name, self.reduction
+        return lambda y, t: device_loss_and_grad(name, reduction, y, t, batch, xp, gpu)
+
 
 class Stepper:
     """One optimisation step of a network over its attached flat buffers (see the module docstring).
@@ -168,16 +175,25 @@ class Stepper:
         self.net, self.flat, self.loss, self.optimizer = net, flat, loss, optimizer
         self.guard = guard
         self.parallel = parallel
+        # GPU step kernels (loom.nn.gpu_training), or None; data-parallel runs take the generic step
+        gpu = device_kernels(flat, optimizer) if parallel is None else None
         self.fused: FusedTrainer | None = (
-            FusedTrainer.for_parameters(net, flat) if fused and fused_eligible(net) else None
+            FusedTrainer.for_parameters(net, flat, gpu) if fused and fused_eligible(net) else None
         )
         self.context = None if self.fused is not None else net.training_context()
         self.layers = list(net.iter_all_layers())
+        self.last_output: Any = None
+        self._losses: dict[int, Callable[[Any, Any], tuple[float, Any]]] = {}
+        self.device: DeviceStep | None = None
+        if gpu is not None:
+            self.device = DeviceStep(self, gpu, float(gradient_clip), gradient_hooks)
+            self.finish = self.device.finish  # type: ignore[assignment]
+            step = self.device.fused_step() if self.fused is not None else self.device.layer_step()
+            self.step = step  # type: ignore[method-assign]
+            return
         self.update = optimizer.bind(flat.params, flat.grads, flat.raw)
         hooks = tuple(gradient_hooks) if parallel is None else (parallel.reduce_gradient, *gradient_hooks)
         self.finish = self._make_finish(float(gradient_clip), hooks)
-        self.last_output: Any = None
-        self._losses: dict[int, Callable[[Any, Any], tuple[float, Any]]] = {}
         if self.fused is not None:
             self.step = (  # type: ignore[method-assign]
                 self._fused_step_function() if parallel is None else self._fused_parallel_step_function(parallel)
@@ -446,6 +462,8 @@ def _epochs(
     begin_callbacks = [cb for cb in callbacks if _overrides(cb, "on_epoch_begin")]
     logs: dict[str, Any] = {}
     step, guard, isfinite = stepper.step, stepper.guard, math.isfinite
+    # tiny networks on the GPU: a whole epoch per kernel launch when nothing needs the steps one by one
+    run_epoch = stepper.device.run_epoch if stepper.device and not batch_callbacks and hits is None else None
     last_finite: float | None = None
     stats = EpochStats(0, 0.0)  # one object, refilled every epoch
     for epoch in range(epochs):
@@ -456,8 +474,10 @@ def _epochs(
         loss_sum = weighted = 0.0
         samples = 0
         b = -1
-        for b, (x, target, batch, extra) in enumerate(epoch_batches(epoch)):
-            loss = step(x, target, batch, lr)
+        batches = epoch_batches(epoch)
+        losses = run_epoch(batches, lr) if run_epoch is not None else None
+        for b, (x, target, batch, extra) in enumerate(batches):
+            loss = step(x, target, batch, lr) if losses is None else losses[b]
             if not isfinite(loss):
                 if guard:
                     _diverged(stepper, epoch, b, loss, last_finite)

@@ -34,7 +34,8 @@ inline uint64_t exchange[32][32];
 inline std::vector<unsigned char> dynamic_smem;
 inline std::mutex atomic_mutex;
 
-inline int linear_thread() { return (int)thread_idx.x; }
+inline thread_local int thread_rank = 0;  // the thread's index within its block (x fastest)
+inline int linear_thread() { return thread_rank; }
 
 template <typename T>
 T warp_exchange(T v, int src_lane) {
@@ -72,7 +73,8 @@ void launch(void (*kernel)(A...), dim3 grid, dim3 block, size_t smem, void** arg
                 for (unsigned t = 0; t < n; ++t)
                     threads.emplace_back([=] {
                         block_idx = dim3{bx, by, bz};
-                        thread_idx = dim3{t, 0, 0};
+                        thread_idx = dim3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                        thread_rank = (int)t;
                         call(kernel, args, std::index_sequence_for<A...>{});
                         // a finished thread keeps arriving so that the rest of its block and warp can go on
                         block_barrier->arrive_and_drop();

@@ -100,3 +100,10 @@ def emulated_llm_kernels(multiprocessors: int = 4):
     from loom.backend.cuda_llm import LLMKernels
 
     return LLMKernels(lambda source: EmulatedModule(source), numpy_gemm, multiprocessors)
+
+
+def emulated_train_kernels():
+    """:class:`loom.backend.cuda_train.TrainKernels` whose kernels run on the CPU over NumPy arrays."""
+    from loom.backend.cuda_train import TrainKernels, numpy_gemm
+
+    return TrainKernels(np, lambda source: EmulatedModule(source), numpy_gemm)
