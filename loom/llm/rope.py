@@ -12,7 +12,7 @@ scaling applied to cos/sin (1.0 except for YaRN). Supported ``rope_type``:
 * ``yarn`` – NTK-by-parts interpolation with the ``mscale`` attention factor.
 
 Everything runs on the host in NumPy at load time; the per-position tables are
-built by :func:`loom.ops.transformer.rope_tables`.
+built by :func:`loom.ops.rope.rope_tables`, the RoPE ``loom.nn``'s attention uses too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from loom.llm.config import RopeConfig
+from loom.ops.rope import rope_frequencies
 
 __all__ = ["rope_inv_freq"]
 
@@ -49,8 +50,7 @@ def rope_inv_freq(rope: RopeConfig) -> tuple[np.ndarray, float]:
     ([1.0, 0.009999999776482582], 1.0)
     """
     dim = rope.rotary_dim
-    exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-    inv_freq = (1.0 / (np.float32(rope.theta) ** exponents)).astype(np.float32)  # [dim/2], as torch
+    inv_freq = rope_frequencies(rope.theta, dim, np.float32)  # [dim/2], in float32 as torch
     params = rope.params
     if rope.rope_type in ("default", "dynamic"):
         return inv_freq, 1.0
