@@ -47,7 +47,8 @@ from loom.llm.config import TransformerConfig
 from loom.llm.generation import TextGenerator
 from loom.llm.loader import default_model_path, load_transformer
 from loom.llm.model import RunState, Transformer
-from loom.llm.tokenizer import Tokenizer, load_tokenizer
+from loom.llm.tokenizer import Tokenizer
+from loom.llm.tokenizer_loader import load_tokenizer
 
 __all__ = [
     "DecodeTokens",

@@ -56,7 +56,8 @@ from loom.llm.config import TransformerConfig
 from loom.llm.generation import TextGenerator
 from loom.llm.model import Transformer
 from loom.llm.tokenizer import Tokenizer
-from loom.llm.tokenizer import load_tokenizer_from_bytes as _tokenizer_from_bytes
+from loom.llm.tokenizer_loader import load_tokenizer
+from loom.llm.tokenizer_loader import load_tokenizer_from_bytes as _tokenizer_from_bytes
 
 __all__ = [
     "GGUF_MAGIC",
@@ -165,8 +166,6 @@ def get_default_tokenizer() -> Tokenizer:
         return tokenizer
     with _defaults.lock:
         if _defaults.tokenizer is None:
-            from loom.llm.tokenizer import load_tokenizer
-
             _defaults.tokenizer = load_tokenizer(_embedded_path())
             _defaults.tokenizer_source = _EMBEDDED
         return _defaults.tokenizer

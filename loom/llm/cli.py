@@ -74,7 +74,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """
     from loom.llm.generation import TextGenerator
     from loom.llm.loader import default_model_path, load_transformer
-    from loom.llm.tokenizer import load_tokenizer
+    from loom.llm.tokenizer_loader import load_tokenizer
 
     if args.max_tokens < 0:
         return _fail(f"--max-tokens must be >= 0, got {args.max_tokens}")

@@ -31,10 +31,12 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from loom.errors import ConfigError
 from loom.nn.fused_codegen import compile_step
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import kind_for
 from loom.nn.layers.parallel import COMBINE_MODES
+from loom.nn.loss_function import LossFunction
 
 if TYPE_CHECKING:
     from loom.nn.flat_parameters import FlatParameters
@@ -152,9 +154,6 @@ def fused_step_source(net: Network, batch_size: int | None = None, loss: str = "
         The step training uses now. Before a first training step, Parallel merges are called
         through their size checks; after it, the step with the merges inline.
     """
-    from loom.errors import ConfigError
-    from loom.nn.training_engine import LossFunction
-
     if not fused_eligible(net):
         raise ConfigError("fused_step_source: this network trains layer by layer (residual stream or no parameters)")
     batch = net.batch_size if batch_size is None else int(batch_size)
