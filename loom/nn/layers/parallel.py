@@ -7,7 +7,7 @@ flat input; the outputs are merged by the combine mode's function from
 every parameter. Branches run outside LOOM's hidden residual stream (an MHA or
 SwiGLU inside a branch adds no residual), as in Go.
 
-Differences from Go (decisions Q13): ``grid_scatter`` honours ``branch_index``;
+Differences from Go (``docs/differences-from-go.md#fixed-on-purpose``): ``grid_scatter`` honours ``branch_index``;
 two branches on one cell, a position outside the output grid, a branch without
 (or with two) positions and an unknown combine mode are ``ConfigError``s at
 build / load time.
