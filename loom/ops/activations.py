@@ -17,7 +17,7 @@ from enum import IntEnum
 from functools import partial
 from typing import Any, NamedTuple
 
-from loom.backend.fast_paths import constant, elementwise
+from loom.backend.fast_paths import astype, constant, elementwise
 from loom.errors import ConfigError
 
 __all__ = [
@@ -311,7 +311,7 @@ def activation_backward(grad_y: Any, pre: Any, y: Any, act: int, xp: Any) -> Any
     """
     if act == 0:  # ScaledReLU
         if y is None:
-            return (grad_y * SCALED_RELU_SLOPE) * xp.astype(pre > 0, grad_y.dtype)
+            return (grad_y * SCALED_RELU_SLOPE) * astype(pre > 0, grad_y.dtype, xp)
         return _scaled_relu_backward(grad_y, y, xp.sign)
     if act == 1:  # sigmoid
         return _sigmoid_backward(grad_y, y, xp)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from loom.backend import device_constant
+from loom.backend.fast_paths import matrix_transpose, permute_dims, reshape
 from loom.ops.rope import rope_apply, rope_apply_backward, rope_frequencies, rope_tables_host
 from loom.ops.softmax import softmax_backward, softmax_forward
 
@@ -136,29 +137,29 @@ def mha_forward(
     key = ("loom_mha_rope", seq, head_dim, float(rope_theta), heads, kv_heads, scale)
     cos = device_constant(xp, (*key, "cos"), lambda: _rope_apply_tables_np(*key[1:])[0])  # [H+Hk, S, hd]
     sin = device_constant(xp, (*key, "sin"), lambda: _rope_apply_tables_np(*key[1:])[1])  # [H+Hk, S, hd]
-    x2 = xp.reshape(x, (batch * seq, d_model))  # [B*S, d]
+    x2 = reshape(x, (batch * seq, d_model), xp)  # [B*S, d]
     w_qkv = xp.concat([wq, wk, wv], axis=1)  # [d, (H+2Hk)*hd]
     qkv = x2 @ w_qkv + xp.concat([bq, bk, bv])  # [B*S, d] @ [d, (H+2Hk)*hd] -> [B*S, (H+2Hk)*hd]
-    qkv = xp.permute_dims(
-        xp.reshape(qkv, (batch, seq, rotated + kv_heads, head_dim)), (0, 2, 1, 3)
+    qkv = permute_dims(
+        reshape(qkv, (batch, seq, rotated + kv_heads, head_dim), xp), (0, 2, 1, 3), xp
     )  # [B, H+2Hk, S, hd]
     qk = rope_apply(qkv[:, :rotated, ...], cos, sin, xp)  # [B, H+Hk, S, hd]; the score scale on the queries
-    q = xp.reshape(qk[:, :heads, ...], (batch, kv_heads, groups * seq, head_dim))  # [B, Hk, g*S, hd]
+    q = reshape(qk[:, :heads, ...], (batch, kv_heads, groups * seq, head_dim), xp)  # [B, Hk, g*S, hd]
     k = qk[:, heads:, ...]  # [B, Hk, S, hd]
     v = qkv[:, rotated:, ...]  # [B, Hk, S, hd]
-    scores = q @ xp.matrix_transpose(k)  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
+    scores = q @ matrix_transpose(k, xp)  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
     if causal:
         mask = device_constant(xp, ("loom_causal_mask", seq, groups), lambda: _causal_mask_np(seq, groups))  # [g*S, S]
         dtype = scores.dtype
-        fill = device_constant(xp, ("loom_mask_value", str(dtype)), lambda: xp.asarray(MASK_VALUE, dtype=dtype))
+        fill = device_constant(xp, ("loom_mask_value", dtype), lambda: xp.asarray(MASK_VALUE, dtype=dtype))
         scores = xp.where(mask, scores, fill)
     probs = softmax_forward(scores, 1.0, xp)  # [B, Hk, g*S, S]
     context = probs @ v  # [B, Hk, g*S, S] @ [B, Hk, S, hd] -> [B, Hk, g*S, hd]
-    context = xp.permute_dims(xp.reshape(context, (batch, heads, seq, head_dim)), (0, 2, 1, 3))  # [B, S, H, hd]
-    context = xp.reshape(context, (batch * seq, heads * head_dim))  # [B*S, H*hd]
+    context = permute_dims(reshape(context, (batch, heads, seq, head_dim), xp), (0, 2, 1, 3), xp)  # [B, S, H, hd]
+    context = reshape(context, (batch * seq, heads * head_dim), xp)  # [B*S, H*hd]
     y = context @ wo + bo  # [B*S, H*hd] @ [H*hd, d] -> [B*S, d]
     cache = AttentionCache(x2, w_qkv, q, k, v, probs, context, cos, sin, (batch, seq, heads, kv_heads, head_dim))
-    return xp.reshape(y, (batch, seq, d_model)), cache
+    return reshape(y, (batch, seq, d_model), xp), cache
 
 
 def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[Any, dict[str, Any]]:
@@ -182,23 +183,23 @@ def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[
     """
     batch, seq, heads, kv_heads, head_dim = cache.shape
     groups = heads // kv_heads
-    g2 = xp.reshape(grad_y, (batch * seq, -1))  # [B*S, d]
+    g2 = reshape(grad_y, (batch * seq, -1), xp)  # [B*S, d]
     grads = {
         "output_weight": cache.context.T @ g2,  # [H*hd, B*S] @ [B*S, d] -> [H*hd, d]
         "output_bias": xp.sum(g2, axis=0),
     }
-    grad_ctx = xp.reshape(g2 @ wo.T, (batch, seq, heads, head_dim))  # [B, S, H, hd]
-    grad_ctx = xp.reshape(xp.permute_dims(grad_ctx, (0, 2, 1, 3)), (batch, kv_heads, groups * seq, head_dim))
+    grad_ctx = reshape(g2 @ wo.T, (batch, seq, heads, head_dim), xp)  # [B, S, H, hd]
+    grad_ctx = reshape(permute_dims(grad_ctx, (0, 2, 1, 3), xp), (batch, kv_heads, groups * seq, head_dim), xp)
     probs = cache.probs  # [B, Hk, g*S, S]
-    grad_probs = grad_ctx @ xp.matrix_transpose(cache.v)  # [B, Hk, g*S, S]
-    grad_v = xp.matrix_transpose(probs) @ grad_ctx  # [B, Hk, S, g*S] @ [B, Hk, g*S, hd] -> [B, Hk, S, hd]
+    grad_probs = grad_ctx @ matrix_transpose(cache.v, xp)  # [B, Hk, g*S, S]
+    grad_v = matrix_transpose(probs, xp) @ grad_ctx  # [B, Hk, S, g*S] @ [B, Hk, g*S, hd] -> [B, Hk, S, hd]
     grad_scores = softmax_backward(grad_probs, probs, 1.0, xp)  # masked entries: probability 0, gradient 0
-    grad_q = xp.reshape(grad_scores @ cache.k, (batch, heads, seq, head_dim))  # [B, H, S, hd]
-    grad_k = xp.matrix_transpose(grad_scores) @ cache.q  # [B, Hk, S, hd]
+    grad_q = reshape(grad_scores @ cache.k, (batch, heads, seq, head_dim), xp)  # [B, H, S, hd]
+    grad_k = matrix_transpose(grad_scores, xp) @ cache.q  # [B, Hk, S, hd]
     grad_qk = xp.concat([grad_q, grad_k], axis=1)  # [B, H+Hk, S, hd]
     grad_qk = rope_apply_backward(grad_qk, cache.cos, cache.sin, xp)
-    grad_qkv = xp.permute_dims(xp.concat([grad_qk, grad_v], axis=1), (0, 2, 1, 3))  # [B, S, H+2Hk, hd]
-    grad_qkv = xp.reshape(grad_qkv, (batch * seq, -1))  # [B*S, (H+2Hk)*hd]
+    grad_qkv = permute_dims(xp.concat([grad_qk, grad_v], axis=1), (0, 2, 1, 3), xp)  # [B, S, H+2Hk, hd]
+    grad_qkv = reshape(grad_qkv, (batch * seq, -1), xp)  # [B*S, (H+2Hk)*hd]
     grad_w = cache.x.T @ grad_qkv  # [d, B*S] @ [B*S, (H+2Hk)*hd] -> [d, (H+2Hk)*hd]
     grad_b = xp.sum(grad_qkv, axis=0)
     q_cols, kv_cols = heads * head_dim, kv_heads * head_dim
@@ -206,4 +207,4 @@ def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[
         grads[f"{name}_weights"] = grad_w[:, lo:hi]
         grads[f"{name}_bias"] = grad_b[lo:hi]
     grad_x = grad_qkv @ cache.w_qkv.T  # [B*S, (H+2Hk)*hd] @ [(H+2Hk)*hd, d] -> [B*S, d]
-    return xp.reshape(grad_x, (batch, seq, -1)), grads
+    return reshape(grad_x, (batch, seq, -1), xp), grads

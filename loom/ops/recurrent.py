@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from loom.backend import device_constant
+from loom.backend.fast_paths import reshape
 
 __all__ = [
     "GateConstants",
@@ -119,8 +120,8 @@ def rnn_backward(
             d_pres[t] = d_t
             carry = d_t @ w_hh  # [B, H] @ [H, H] -> [B, H]
         d_pre = xp.stack(d_pres, axis=1)
-    d2 = xp.reshape(d_pre, (batch * seq, hidden))
-    grad_w_ih = d2.T @ xp.reshape(x, (batch * seq, n_in))  # [H, B*S] @ [B*S, I] -> [H, I]
+    d2 = reshape(d_pre, (batch * seq, hidden), xp)
+    grad_w_ih = d2.T @ reshape(x, (batch * seq, n_in), xp)  # [H, B*S] @ [B*S, I] -> [H, I]
     grad_bias = d2[0, :] if batch * seq == 1 else xp.sum(d2, axis=0)
     grad_x = d_pre @ w_ih if need_grad_x else None  # [B, S, H] @ [H, I] -> [B, S, I]
     grad_w_hh = _recurrent_weight_grad(d_pre, hs, h0, xp)
@@ -133,8 +134,8 @@ def _recurrent_weight_grad(d_pre: Any, hs: Any, h0: Any, xp: Any) -> Any:
     hidden = hs.shape[2]
     if seq == 1:
         return None if h0 is None else d_pre[:, 0, :].T @ h0
-    d_later = xp.reshape(d_pre[:, 1:, :], (batch * (seq - 1), width))
-    grad = d_later.T @ xp.reshape(hs[:, :-1, :], (batch * (seq - 1), hidden))  # [G, H]
+    d_later = reshape(d_pre[:, 1:, :], (batch * (seq - 1), width), xp)
+    grad = d_later.T @ reshape(hs[:, :-1, :], (batch * (seq - 1), hidden), xp)  # [G, H]
     if h0 is not None:
         grad = grad + d_pre[:, 0, :].T @ h0
     return grad
@@ -165,8 +166,8 @@ def lstm_gate_constants(hidden: int, like: Any, xp: Any) -> GateConstants:
         values = np.repeat(rows[:, [0, 0, 1, 0]], hidden, axis=1)  # [4, 4H], blocks i, f, g, o
         return xp.asarray(values.reshape(4, 1, 4 * hidden), dtype=dtype)  # rows [1, 4H]: same-shape fast path at B = 1
 
-    rows = device_constant(xp, ("loom_lstm_gates", hidden, str(dtype)), table)
-    one = device_constant(xp, ("loom_one", str(dtype)), lambda: xp.asarray(1.0, dtype=dtype))
+    rows = device_constant(xp, ("loom_lstm_gates", hidden, dtype), table)
+    one = device_constant(xp, ("loom_one", dtype), lambda: xp.asarray(1.0, dtype=dtype))
     return GateConstants(rows[0, ...], rows[1, ...], rows[2, ...], rows[3, ...], one)
 
 
@@ -215,10 +216,10 @@ def lstm_forward(
     batch, seq, n_in = x.shape
     hidden = kernel_hh.shape[0]
     if seq == 1 and h0 is None:  # one step from a zero state: no recurrent product, no 3-D work
-        z = xp.reshape(x, (batch, n_in)) @ kernel_ih + bias  # [B, I] @ [I, 4H] -> [B, 4H]
+        z = reshape(x, (batch, n_in), xp) @ kernel_ih + bias  # [B, I] @ [I, 4H] -> [B, 4H]
         gates, t, c, ct, h = lstm_cell(z, c0, hidden, xp)
         cache = {"gates": [gates], "tanh_gates": [t], "cells": [c], "tanh_cells": [ct], "c0": c0, "h0": None}
-        return xp.reshape(h, (batch, 1, hidden)), h, c, cache
+        return reshape(h, (batch, 1, hidden), xp), h, c, cache
     pre_x = x @ kernel_ih + bias  # [B, S, I] @ [I, 4H] -> [B, S, 4H]
     h, c = h0, c0
     consts = lstm_gate_constants(hidden, pre_x, xp)
@@ -278,9 +279,9 @@ def lstm_backward(
     c0, h0 = cache["c0"], cache["h0"]
     if seq == 1 and h0 is None:  # one step from a zero hidden state: no recurrent gradient, no 3-D work
         d2, _ = lstm_cell_backward(grad_hs[:, 0, :], None, gates_list[0], tanh_gates[0], tanh_cells[0], c0, hidden, xp)
-        grad_kernel_ih = xp.reshape(x, (batch, n_in)).T @ d2  # [I, B] @ [B, 4H] -> [I, 4H]
+        grad_kernel_ih = reshape(x, (batch, n_in), xp).T @ d2  # [I, B] @ [B, 4H] -> [I, 4H]
         grad_bias = d2[0, :] if batch == 1 else xp.sum(d2, axis=0)
-        grad_x = xp.reshape(d2 @ kernel_ih.T, (batch, 1, n_in)) if need_grad_x else None
+        grad_x = reshape(d2 @ kernel_ih.T, (batch, 1, n_in), xp) if need_grad_x else None
         return grad_x, grad_kernel_ih, None, grad_bias
     d_zs = [None] * seq
     dh_carry = dc_carry = None
@@ -296,8 +297,8 @@ def lstm_backward(
             dh_carry = d_z @ kernel_hh.T  # [B, 4H] @ [4H, H] -> [B, H]
         dc_carry = dc * gates_list[t][:, hidden : 2 * hidden]  # through the forget gate
     d_z_all = d_zs[0][:, None, :] if seq == 1 else xp.stack(d_zs, axis=1)  # [B, S, 4H]
-    d2 = xp.reshape(d_z_all, (batch * seq, 4 * hidden))
-    grad_kernel_ih = xp.reshape(x, (batch * seq, n_in)).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
+    d2 = reshape(d_z_all, (batch * seq, 4 * hidden), xp)
+    grad_kernel_ih = reshape(x, (batch * seq, n_in), xp).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
     grad_bias = d2[0, :] if batch * seq == 1 else xp.sum(d2, axis=0)
     grad_x = d_z_all @ kernel_ih.T if need_grad_x else None  # [B, S, 4H] @ [4H, I] -> [B, S, I]
     grad_t = _recurrent_weight_grad(d_z_all, hs, h0, xp)  # [4H, H]
