@@ -1,19 +1,23 @@
 """Data-parallel training throughput: samples/s for 1, 2, 4, ... processes and the scaling efficiency.
 
-Every process trains the same MLP with SGD on its own batch of random data; gradients
-are averaged with loom's communicator before each step (weights broadcast from rank 0
-at the start), exactly as the distributed training engine does:
+Every process trains the same MLP with SGD through loom's public engine —
+``net.fit(x, y, distributed=True)``: weights broadcast from rank 0, each rank on its shard of
+every global batch, the gradient all-reduced before each step, the loss reduced across ranks —
+on one global batch per epoch (``world size × batch`` samples of random data), timed after the
+warm-up epochs:
 
-* CPU (default): an MLP sized for one core, 784 → 512 → 512 → 10, batch 256 per
-  process, NumPy with one BLAS thread per process, MPI (``mpiexec`` from the mpich wheel)
-  — process counts 1, 2, 4, ... up to the number of cores;
-* ``--gpu``: the 4096 → 4096 → 4096 → 10 MLP, batch 256 per GPU, CuPy + NCCL, one
-  process per GPU (1 .. all visible GPUs); the gradient of each layer is all-reduced as
-  soon as its backward pass is done (``--no-overlap``: one all-reduce after the backward).
-  PyTorch DistributedDataParallel on the same MLP runs as the peer when torch is installed.
+* CPU (default): an MLP sized for one core, 784 → 512 → 512 → 10, batch 256 per process,
+  NumPy with one BLAS thread per process, MPI (``mpiexec`` from the mpich wheel) — process
+  counts 1, 2, 4, ... up to the number of cores; one all-reduce after the backward pass (MPI
+  advances only inside MPI calls);
+* ``--gpu``: the 4096 → 4096 → 4096 → 10 MLP, batch 256 per GPU, CuPy + NCCL, one process per
+  GPU (1 .. all visible GPUs); the engine all-reduces each layer's gradient as soon as its
+  backward pass is done (NCCL progresses in the background). PyTorch DistributedDataParallel
+  on the same MLP runs as the peer when torch is installed.
 
-Scaling efficiency = samples/s with N processes / (N × samples/s with one). Each
-configuration runs ``--repeats`` times (the machine may be shared): median, [min – max].
+Scaling efficiency = samples/s with N processes / (N × samples/s with one). "Waiting" is rank
+0's share of the timed wall time spent waiting in collectives (gradient and loss all-reduces).
+Each configuration runs ``--repeats`` times (the machine may be shared): median, [min – max].
 
 Run::
 
@@ -58,69 +62,58 @@ def loom_mlp(sizes: tuple[int, ...], backend: str) -> Any:
 
 
 def loom_worker(args: argparse.Namespace) -> dict[str, Any] | None:
-    """One rank: data-parallel SGD on a flat parameter / gradient buffer; rank 0 returns the timing."""
+    """One rank: ``fit(..., distributed=True)``, one global batch per epoch; rank 0 returns the timing."""
+    import loom
     import loom.distributed as dist
-    from loom.ops.losses import loss_and_grad
 
     backend = "cupy" if args.gpu else "numpy"
-    comm = dist.init(backend)
+    comm = dist.init(backend)  # first: a GPU rank is pinned to its device before the network exists
+    waited = [0.0]
+    complete = comm._complete  # bench instrumentation: time spent waiting in collectives
+
+    def timed_complete(pending: Any, operation: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return complete(pending, operation)
+        finally:
+            waited[0] += time.perf_counter() - started
+
+    comm._complete = timed_complete  # type: ignore[method-assign]
     sizes, batch = (GPU_SIZES, GPU_BATCH) if args.gpu else (CPU_SIZES, CPU_BATCH)
     net = loom_mlp(sizes, backend)
-    be, xp, raw = net._backend, net.xp, net._backend.raw
-    # Parameters become views of one flat buffer (layer by layer), gradients get a twin buffer.
-    entries = [(i, cfg, name) for i, top in enumerate(net.layers) for cfg in top.iter_layers() for name in cfg.params]
-    flat = raw.concatenate([cfg.params[name].reshape(-1) for _, cfg, name in entries])
-    grad, step_buf = raw.zeros_like(flat), raw.empty_like(flat)
-    views, layer_bounds, offset = [], {}, 0
-    for i, cfg, name in entries:
-        size = int(np.prod(cfg.params[name].shape))
-        cfg.params[name] = flat[offset : offset + size].reshape(cfg.params[name].shape)
-        views.append((i, cfg, name, grad[offset : offset + size].reshape(cfg.params[name].shape)))
-        start, _ = layer_bounds.get(i, (offset, 0))
-        layer_bounds[i] = (start, offset + size)
-        offset += size
-    comm.broadcast(flat, root=0)
-    rng = np.random.default_rng(comm.rank)
-    x = be.asarray(rng.random((batch, sizes[0]), dtype=np.float32)).reshape(-1)
-    target = np.zeros((batch, sizes[-1]), dtype=np.float32)
-    target[np.arange(batch), rng.integers(0, sizes[-1], batch)] = 1.0
-    t = be.asarray(target).reshape(-1)
-    ctx = net._training_context()
-    waited = [0.0]  # seconds spent waiting for all-reduces (after the compute queued before them)
+    rng = np.random.default_rng(0)  # the same data on every rank; each trains on its shard
+    x = rng.random((comm.world_size * batch, sizes[0]), dtype=np.float32)
+    y = rng.random((comm.world_size * batch, sizes[-1]), dtype=np.float32)  # soft targets: no accuracy to count
+    synchronize = net.array_backend.synchronize
 
-    def step() -> float:
-        y = net._forward(x, batch, ctx, input_grad=False)
-        loss, g = loss_and_grad("mse", y, t, xp)
-        pending = []
-        for i in range(len(net.layers) - 1, -1, -1):
-            g = net._tape[i][0](g)
-            for j, cfg, name, view in views:
-                if j == i:
-                    view[...] = cfg.grads[name]
-            if args.overlap:  # this layer's gradient is final: reduce it while earlier layers run backward
-                start, stop = layer_bounds[i]
-                pending.append(comm.start_all_reduce(grad[start:stop], "mean"))
-        started = time.perf_counter()
-        if args.overlap:
-            for p in pending:
-                p.wait()
-        else:
-            comm.all_reduce_mean(grad)
-        waited[0] += time.perf_counter() - started
-        raw.subtract(flat, raw.multiply(grad, LEARNING_RATE, out=step_buf), out=flat)
-        return loss
+    class Clock(loom.Callback):
+        start = stop = 0.0
 
-    for _ in range(args.warmup):
-        step()
-    be.synchronize()
-    comm.barrier()
-    waited[0] = 0.0
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    be.synchronize()
-    comm.barrier()
-    seconds = time.perf_counter() - start
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if epoch == args.warmup:
+                synchronize()
+                waited[0] = 0.0
+                self.start = time.perf_counter()
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            synchronize()
+            self.stop = time.perf_counter()
+
+    clock = Clock()
+    net.fit(
+        x,
+        y,
+        epochs=args.warmup + args.steps,
+        batch_size=batch,
+        optimizer="sgd",
+        learning_rate=LEARNING_RATE,
+        loss="mse",
+        shuffle=False,
+        verbose=0,
+        callbacks=[clock],
+        distributed=True,
+    )
+    seconds = clock.stop - clock.start
     result = {
         "samples_per_s": comm.world_size * batch * args.steps / seconds,
         "world_size": comm.world_size,
@@ -179,7 +172,6 @@ def run_job(nproc: int, args: argparse.Namespace, framework: str) -> tuple[float
         argv = [sys.executable, __file__, "--worker", framework, "--result", str(out)]
         argv += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
         argv += ["--gpu"] if args.gpu else []
-        argv += ["--overlap"] if args.overlap else ["--no-overlap"]
         if framework == "torch":
             argv += ["--torch-port", str(_free_port())]
         env = dict(os.environ, **({} if args.gpu else SINGLE_THREAD))
@@ -205,7 +197,7 @@ def summarize(name: str, runs: dict[int, list[tuple[float, float]]]) -> None:
     base = statistics.median(v for v, _ in runs[smallest]) if runs[smallest] else float("nan")
     print(name)
     header = f"  {'procs':>5}  {'samples/s median [min - max]':>34}  {'speedup':>8}  {'efficiency':>10}"
-    print(header + f"  {'waiting for all-reduce':>22}")
+    print(header + f"  {'waiting in collectives':>22}")
     for n, pairs in sorted(runs.items()):
         if not pairs:
             print(f"  {n:>5}  {'failed':>34}")
@@ -227,13 +219,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 30 CPU, 50 GPU)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--overlap",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="all-reduce each layer's gradient during the backward pass (default: on GPU; off on CPU, where "
-        "MPI progresses only inside MPI calls)",
-    )
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch DDP peer (GPU)")
     parser.add_argument("--worker", choices=("loom", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -241,8 +226,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps is None:
         args.steps = 50 if args.gpu else 30
-    if args.overlap is None:
-        args.overlap = args.gpu
     if args.worker is not None:
         result = (loom_worker if args.worker == "loom" else torch_worker)(args)
         if result is not None:
@@ -255,12 +238,12 @@ def main() -> None:
         available = visible_gpu_count()
         counts = _counts(args.gpus, available)
         what = f"GPU: MLP {'-'.join(map(str, GPU_SIZES))}, batch {GPU_BATCH} per GPU, SGD, float32, NCCL"
-        what += f", {'per-layer all-reduce overlapped with backward' if args.overlap else 'one all-reduce per step'}"
+        what += ", fit(distributed=True): per-layer all-reduce overlapped with backward"
     else:
         available = os.cpu_count() or 1
         counts = _counts(args.procs, available)
         what = f"CPU: MLP {'-'.join(map(str, CPU_SIZES))}, batch {CPU_BATCH} per process, SGD, float32, MPI"
-        what += ", 1 BLAS thread per process"
+        what += ", fit(distributed=True), 1 BLAS thread per process"
     print(f"bench_distributed — {what}; {args.steps} steps, {args.repeats} repeats, {available} available")
     frameworks = ["loom"]
     if args.gpu and args.torch:

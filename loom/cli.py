@@ -434,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. `loom train --nproc` starts it again
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_OK

@@ -2,7 +2,7 @@
 
 The failure protocol of :class:`~loom.backend.distributed.base.Communicator` (failure
 messages, departures, timeouts, the exit vote) is exercised by ranks running as threads
-of this process (:class:`ThreadGroup`: a test-only data and control plane in shared
+of this process (:class:`~tests.thread_ranks.ThreadGroup`: a test-only data and control plane in shared
 memory), so every case costs milliseconds; tests/test_distributed_mpi.py runs the same
 protocol over real MPI processes.
 """
@@ -13,7 +13,6 @@ import itertools
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +28,7 @@ from loom.backend.distributed import (
     detect_launch,
     resolve_timeout,
 )
-from loom.backend.distributed.base import Communicator, ControlPlane, PeerEvent, Pending
+from loom.backend.distributed.base import PeerEvent
 from loom.backend.distributed.launcher import launch
 from loom.backend.distributed.nccl import pick_device
 from loom.backend.distributed.sharding import (
@@ -51,6 +50,7 @@ from loom.errors import (
     RankFailedError,
     ShapeError,
 )
+from tests.thread_ranks import ThreadCommunicator, ThreadGroup, run_ranks
 
 
 # ---------------------------------------------------------------------------------------------- sharding
@@ -128,95 +128,7 @@ def test_shard_batch_needs_a_sample_axis() -> None:
         shard_batch(np.float32(1.0), 0, 1)
 
 
-# ---------------------------------------------------------------------------------------------- thread ranks
-class ThreadGroup:
-    """Shared memory for ``world_size`` ranks running as threads (test-only data and control plane)."""
-
-    def __init__(self, world_size: int) -> None:
-        self.world_size = world_size
-        self.lock = threading.Lock()
-        self.deposits: dict[tuple[str, int], dict[int, Any]] = {}
-        self.events: list[PeerEvent] = []
-        self.votes: dict[int, bool] = {}
-
-    def communicators(self, timeout: float = 5.0) -> list[ThreadCommunicator]:
-        return [ThreadCommunicator(self, r, timeout) for r in range(self.world_size)]
-
-
-class ThreadControl(ControlPlane):
-    def __init__(self, group: ThreadGroup, rank: int) -> None:
-        self.group, self.rank, self.world_size = group, rank, group.world_size
-        self.seen = 0
-
-    def notify(self, kind: str, message: str = "") -> None:
-        with self.group.lock:
-            self.group.events.append(PeerEvent(kind, self.rank, message))
-
-    def poll(self) -> list[PeerEvent]:
-        with self.group.lock:
-            new, self.seen = self.group.events[self.seen :], len(self.group.events)
-        return [e for e in new if e.rank != self.rank]
-
-    def begin_broadcast_bytes(self, data: bytes | None, root: int, size: int) -> Pending:
-        raise NotImplementedError
-
-    def begin_exit_vote(self, failed: bool) -> Pending:
-        with self.group.lock:
-            self.group.votes[self.rank] = failed
-        return Pending(lambda: len(self.group.votes) == self.world_size, lambda: any(self.group.votes.values()))
-
-
-class ThreadCommunicator(Communicator):
-    kind = "thread-test"
-
-    def __init__(self, group: ThreadGroup, rank: int, timeout: float) -> None:
-        super().__init__(rank, group.world_size, rank, timeout, ThreadControl(group, rank))
-        self.group, self.calls = group, 0
-
-    def _exchange(self, payload: Any, combine: Callable[[list[Any]], Any]) -> Pending:
-        key, self.calls = ("op", self.calls), self.calls + 1
-        with self.group.lock:
-            self.group.deposits.setdefault(key, {})[self.rank] = payload
-        slot = self.group.deposits[key]
-        return Pending(lambda: len(slot) == self.world_size, lambda: combine([slot[r] for r in sorted(slot)]))
-
-    def _start_all_reduce(self, buffer: Any, op: str) -> Pending:
-        def combine(parts: list[Any]) -> None:
-            total = np.sum(parts, axis=0, dtype=buffer.dtype)
-            buffer[...] = total / self.world_size if op == "mean" else total
-
-        return self._exchange(buffer.copy(), combine)
-
-    def _start_broadcast(self, buffer: Any, root: int) -> Pending:
-        return self._exchange(buffer.copy(), lambda parts: buffer.__setitem__(Ellipsis, parts[root]))
-
-    def _start_barrier(self) -> Pending:
-        return self._exchange(None, lambda parts: None)
-
-    def _start_scalar_reduce(self, values: np.ndarray, op: str) -> Pending:
-        reducer = {"sum": np.sum, "max": np.max, "min": np.min}[op]
-        return self._exchange(values.copy(), lambda parts: reducer(parts, axis=0))
-
-
-def run_ranks(comms: list[ThreadCommunicator], body: Callable[[ThreadCommunicator], Any]) -> list[Any]:
-    """Run ``body(comm)`` on every rank in its own thread; returns each result or raised exception."""
-    results: list[Any] = [None] * len(comms)
-
-    def target(comm: ThreadCommunicator) -> None:
-        try:
-            results[comm.rank] = body(comm)
-        except BaseException as exc:
-            results[comm.rank] = exc
-
-    threads = [threading.Thread(target=target, args=(c,)) for c in comms]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads), "a rank thread hung"
-    return results
-
-
+# --------------------------------------------------------------------------------- thread ranks (tests/thread_ranks.py)
 def test_reduce_gradient_weights_uneven_shards_to_the_global_mean() -> None:
     """Linear least squares: per-shard mean gradients, weighted and summed, equal the global mean gradient."""
     rng = np.random.default_rng(0)
@@ -492,7 +404,14 @@ def test_gpu_jobs_need_cupy() -> None:
 
 def test_distributed_mode_off_imports_nothing() -> None:
     code = (
-        "import sys, loom.distributed as d\n"
+        "import sys, numpy as np, loom\n"
+        "net = loom.create_network_from_json({'batch_size': 1, 'grid_rows': 1, 'grid_cols': 1, 'layers_per_cell': 1,"
+        " 'layers': [{'type': 'dense', 'input_size': 2, 'output_size': 1, 'activation': 'sigmoid'}]}, seed=0)\n"
+        "x = np.ones((4, 2), np.float32)\n"
+        "net.fit(x, x[:, 0], epochs=1, verbose=0); net.train([(x[0], x[0, :1])], {'Epochs': 1})\n"
+        "bad = [m for m in sys.modules if 'distributed' in m or 'data_parallel' in m]\n"
+        "assert not bad, bad  # training without the switch: nothing of it imported\n"
+        "import loom.distributed as d\n"
         "c = d.init('numpy')\n"
         "assert (c.kind, d.rank(), d.world_size(), d.is_main_process()) == ('single', 0, 1, True), c\n"
         "bad = [m for m in ('mpi4py', 'cupy', 'loom.backend.distributed.mpi', 'loom.backend.distributed.nccl') "

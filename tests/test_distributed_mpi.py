@@ -8,6 +8,14 @@
 * a stuck rank ends the others with DistributedTimeoutError; a rank that leaves early
   ends the others with RankFailedError instead of a hang.
 
+Training through loom's public APIs (one ``mpiexec -n 2`` job for all of it, see
+tests/distributed_engine_worker.py): ``net.train(..., {"Distributed": True})`` and
+``net.fit(..., distributed=True)``, fused and layer by layer, SGD and Adam, equal one process
+with the doubled batch after 20 steps; identical histories; ``ModelCheckpoint`` on rank 0
+only; a divergence on one rank's shard stops both at the same batch; a rank that raises inside
+training ends both with its error. ``loom train --nproc 2`` (the CLI starting the job itself)
+equals ``loom train`` with the doubled batch, and only rank 0 prints and writes.
+
 Skipped (with the reason) when mpi4py or mpiexec is missing: ``pip install -e ".[test]"``
 installs both.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,8 +33,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import loom
 import loom.distributed as dist
 from loom.errors import BackendUnavailableError
+from tests import distributed_engine_worker as engine
 from tests import distributed_worker as worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,3 +169,105 @@ def test_mpi_world_of_one_without_mpiexec(mpiexec: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "mpi 1 [0.0, 1.0, 2.0, 3.0] (2.5,)"
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+ENGINE_TIMEOUT = 20.0
+
+
+@pytest.fixture(scope="module")
+def engine_job(tmp_path_factory: pytest.TempPathFactory, mpiexec: str) -> tuple[Path, int, float]:
+    """One 2-rank job through the public APIs (every scenario, then a divergence, then a failure)."""
+    out = tmp_path_factory.mktemp("engine")
+    start = time.monotonic()
+    completed = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, "-m", "tests.distributed_engine_worker", str(out)],
+        cwd=REPO,
+        env={**os.environ, "LOOM_DIST_TIMEOUT": str(ENGINE_TIMEOUT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return out, completed.returncode, time.monotonic() - start
+
+
+@pytest.mark.parametrize("scenario", engine.SCENARIOS, ids=lambda s: s.name)
+def test_engine_on_two_ranks_equals_one_process_with_the_doubled_batch(engine_job, scenario) -> None:
+    out = engine_job[0]
+    first, second = read_rank(out, 0), read_rank(out, 1)
+    assert (first["kind"], first["world_size"]) == ("mpi", 2)
+    w0, w1 = np.load(out / f"weights0-{scenario.name}.npy"), np.load(out / f"weights1-{scenario.name}.npy")
+    assert np.array_equal(w0, w1)
+    reference, history = engine.run_scenario(scenario, per_rank_batch=2 * engine.PER_RANK_BATCH)
+    np.testing.assert_allclose(w0, reference, rtol=0, atol=1e-5)
+    seen = first["scenarios"][scenario.name]["history"]
+    assert seen == second["scenarios"][scenario.name]["history"]  # identical on every rank
+    assert seen.keys() == history.keys()
+    for key, values in history.items():
+        np.testing.assert_allclose(seen[key], values, rtol=1e-6)
+
+
+def test_engine_checkpoints_on_rank_0_only(engine_job) -> None:
+    out = engine_job[0]
+    first, second = read_rank(out, 0), read_rank(out, 1)
+    for scenario in engine.SCENARIOS:
+        expected = [f"{scenario.name}-{epoch}.json" for epoch in (1, 2)] if scenario.api == "fit" else []
+        assert first["scenarios"][scenario.name]["checkpoints"] == expected
+        assert second["scenarios"][scenario.name]["checkpoints"] == []
+    assert loom.load_model(out / "fit-fused-adam-2.json") is not None
+
+
+def test_engine_divergence_stops_both_ranks_at_the_same_batch(engine_job) -> None:
+    out = engine_job[0]
+    expected, net = engine.run_diverging(per_rank_batch=4)
+    for rank in (0, 1):
+        seen = read_rank(out, rank)["diverge"]
+        assert seen["message"] == expected and "at epoch 1, batch 2" in expected
+        np.testing.assert_allclose(seen["weights"], engine.weights(net), rtol=0, atol=1e-6)
+
+
+def test_engine_a_rank_that_raises_ends_every_rank_with_its_error(engine_job) -> None:
+    out, code, seconds = engine_job
+    assert code != 0
+    assert seconds < 60
+    failing, other = read_rank(out, 1)["raise"], read_rank(out, 0)["raise"]
+    assert failing["outcome"] == "ValueError" and failing["message"] == "rank 1 gave up at step 5"
+    assert other["outcome"] == "RankFailedError" and other["failed_rank"] == 1
+    assert "rank 1 failed: ValueError: rank 1 gave up at step 5" in other["message"]
+    assert other["elapsed"] < ENGINE_TIMEOUT / 2  # ended by the failure message, not by the timeout
+
+
+# ---------------------------------------------------------------------------------------------- loom train --nproc
+def test_loom_train_nproc_2_equals_one_process_and_rank_0_alone_writes(
+    tmp_path: Path, mpiexec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loom import cli
+
+    net_config = {**engine.NET_CONFIG, "input_size": 6}
+    (tmp_path / "net.json").write_text(json.dumps(net_config))
+    x, y = engine.make_data()
+    np.savez(tmp_path / "data.npz", x=x[: engine.NUM_SAMPLES], y=y[: engine.NUM_SAMPLES])
+    common = ["--epochs", "2", "--optimizer", "sgd", "--lr", "0.5", "--seed", "3", "--clip", "0.8"]
+    argv = ["train", "net.json", "data.npz", "--nproc", "2", "--batch-size", "4", *common]
+    completed = subprocess.run(
+        [sys.executable, "-m", "loom.cli", *argv, "--save", "job.json", "--plot", "job.png"],
+        cwd=tmp_path,
+        env={**os.environ, "LOOM_DIST_TIMEOUT": "30"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    assert sum(line.startswith("trained 2 epochs on 75 samples") for line in lines) == 1
+    assert lines.count("saved model to job.json (model id 'model')") == 1
+    assert lines.count("saved loss plot to job.png") == 1
+    assert sum(line.startswith("Epoch ") for line in lines) == 2  # one line per epoch, from rank 0
+    monkeypatch.chdir(tmp_path)
+    one_process = ["train", "net.json", "data.npz", "--batch-size", "8", *common, "--save", "one.json", "--quiet"]
+    assert cli.main(one_process) == 0
+    job, one = loom.load_model(tmp_path / "job.json"), loom.load_model(tmp_path / "one.json")
+    for (name, a), (_, b) in zip(job.named_parameters(), one.named_parameters(), strict=True):
+        np.testing.assert_allclose(loom.to_numpy(a), loom.to_numpy(b), rtol=0, atol=1e-5, err_msg=name)

@@ -88,7 +88,7 @@ def test_no_network_is_a_runtime_error():
 
 def test_backward_passes_its_argument_as_the_gradient():
     handle = welvet.create_network(4, grid_rows=1, grid_cols=1, layers_per_cell=2)
-    welvet.configure_sequential_network(handle, [4, 3, 2])
+    welvet.configure_sequential_network(handle, [4, 3, 2], [1, 1])  # sigmoid: no dead units, never a zero gradient
     net = welvet._handles[handle]
     welvet.forward(handle, [1, 2, 3, 4])
     welvet.backward(handle, [0.5, -0.5])

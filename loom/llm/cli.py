@@ -37,6 +37,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     parser.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy backend)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="weight precision; float16/bfloat16 round the weights (float32 arithmetic) and halve the bytes "
+        "a GPU decode step reads (default: float32)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
 
 
@@ -84,7 +91,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return _fail(f"--top-k must be >= 1, got {args.top_k}")
     try:
         path = Path(args.model) if args.model else default_model_path()
-        model = load_transformer(path, backend="cupy" if args.gpu else "numpy")
+        model = load_transformer(path, backend="cupy" if args.gpu else "numpy", dtype=args.dtype)
         tokenizer = load_tokenizer(path.parent if path.name == "config.json" else path)
     except ImportError as exc:
         return _fail(f"a package needed to read {args.model or 'the model'} is missing ({exc})")

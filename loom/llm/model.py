@@ -28,6 +28,7 @@ import numpy as np
 from loom.backend import Backend, to_numpy
 from loom.errors import ShapeError
 from loom.llm.config import TransformerConfig
+from loom.llm.gpu_decode import GraphDecoder, Sampling, build_decoder, fused_model
 from loom.llm.parallel_prefill import (
     RowParallel,
     balance_blocks,
@@ -42,7 +43,6 @@ from loom.llm.weights import LayerWeights, TransformerWeights
 from loom.ops.transformer import (
     causal_attention,
     causal_attention_block,
-    decode_attention,
     gelu_tanh,
     layer_norm,
     rms_norm,
@@ -90,53 +90,6 @@ class RunState:
         self.pos = 0
 
 
-class GraphDecoder:
-    """Decode steps replayed from one recorded device graph (GPU backends).
-
-    A Python decode step launches hundreds of small kernels; on a GPU their
-    launch overhead, not the weights' bandwidth, limits tokens/s. The step is
-    recorded once per generation (token and position are read from device
-    buffers, the cache is scored in full with a visibility mask) and replayed
-    for each new token. Greedy decoding reads back one id per token.
-    """
-
-    def __init__(self, model: Transformer, state: RunState) -> None:
-        be = model.backend
-        self.state = state
-        self.token = be.zeros((1,), np.int64)
-        self.pos = be.zeros((1,), np.int64)
-        self.positions = be.raw.arange(state.max_seq_len)  # [S_max]
-        self.logits: Array = None
-        self.next_token: Array = None
-        self.pos.fill(state.pos)  # warm-up writes the slot the first real step overwrites
-        if model._is_llama:
-            model._rope(state.max_seq_len)
-        self._graph = be.capture(lambda: model._decode_graph_step(self))
-
-    @classmethod
-    def build(cls, model: Transformer, state: RunState) -> GraphDecoder | None:
-        """A graph decoder for ``state``, or ``None`` on backends without device graphs."""
-        if not model.backend.is_gpu:
-            return None
-        decoder = cls(model, state)
-        return decoder if decoder._graph is not None else None
-
-    def step(self, token: int, greedy: bool, choose: Callable[[Array], int]) -> int:
-        """Feed ``token`` at the state's position; return the next token id."""
-        pos = self.state.pos
-
-        def prepare() -> None:
-            self.token.fill(token)
-            self.pos.fill(pos)
-
-        if greedy:
-            nxt = self._graph.run(prepare, lambda: int(self.next_token))
-        else:
-            nxt = choose(self._graph.run(prepare, lambda: to_numpy(self.logits)))
-        self.state.pos = pos + 1
-        return nxt
-
-
 class Transformer:
     """A loaded decoder-only language model.
 
@@ -153,6 +106,16 @@ class Transformer:
         Array backend of the weights.
     dtype : dtype
         Compute dtype (float32).
+
+    Attributes
+    ----------
+    weight_dtype : str
+        Storage precision of the weights: the compute dtype's name, or
+        ``"float16"`` / ``"bfloat16"`` for a model loaded with that ``dtype``
+        (weights rounded to it; GPU decoding then streams 16-bit copies).
+    allow_tf32 : bool
+        Let GPU prefill matrix products use TF32 tensor cores (faster, about
+        1e-3 relative error). False by default.
 
     Examples
     --------
@@ -174,6 +137,9 @@ class Transformer:
         self.backend = backend
         self.dtype = dtype
         self._xp = backend.xp
+        self.weight_dtype = np.dtype(dtype).name
+        self.allow_tf32 = False
+        self._fused: Any = None  # loom.llm.gpu_decode.FusedModel (False: not applicable), built on first use
         self._is_llama = config.architecture == "llama"
         if config.rope is not None:
             self._inv_freq, self._rope_scaling = rope_inv_freq(config.rope)
@@ -244,6 +210,9 @@ class Transformer:
         if state is not None and start + t > state.max_seq_len:
             raise ShapeError(f"KV cache holds {state.max_seq_len} positions; got {start} cached + {t} new")
         self._check_length(start + t)
+        fused = self._fused_path()
+        if fused is not None:  # CUDA: cuBLAS GEMMs + fused kernels (loom.llm.gpu_prefill)
+            return fused.forward(idx, state, start, last_only)
         x = self._embed(idx, start, t)  # [T, D]
         cos = sin = None
         xp, block = self._xp, self._attention_block
@@ -281,6 +250,12 @@ class Transformer:
         if state is not None:
             state.pos = start + t
         return self._head(x[-1:] if last_only else x)  # [T', V]
+
+    def _fused_path(self) -> Any:
+        """The fused-CUDA-kernel view of this model (:mod:`loom.llm.gpu_decode`), or None."""
+        if self._fused is None:
+            self._fused = fused_model(self) or False
+        return self._fused or None
 
     def _head(self, x: Array, pool: RowParallel | None = None) -> Array:
         """Final norm and LM head of ``[T', D]`` rows -> ``[T', V]`` logits (row-parallel on ``pool``)."""
@@ -583,15 +558,15 @@ class Transformer:
             return
         state = self.new_state(len(ids) + max_new_tokens)
         logits = self.forward(ids, state, last_only=True)[0]  # prefill -> [V]
-        graph = GraphDecoder.build(self, state) if max_new_tokens > 1 else None
-        greedy = temperature <= 0
         token = self._choose(logits, temperature, top_k, top_p, rng)
+        sampling = Sampling(temperature, top_k, top_p, rng)
+        decoder = build_decoder(self, state, sampling) if max_new_tokens > 1 else None
         for step in range(max_new_tokens):
             yield token
             if token in stops or step == max_new_tokens - 1:
                 return
-            if graph is not None:
-                token = graph.step(token, greedy, lambda row: self._choose(row, temperature, top_k, top_p, rng))
+            if decoder is not None:  # GPU: one recorded graph per token (loom.llm.gpu_decode)
+                token = decoder.step(token)
             else:
                 logits = self.forward([token], state, last_only=True)[0]  # decode -> [V]
                 token = self._choose(logits, temperature, top_k, top_p, rng)
@@ -602,35 +577,6 @@ class Transformer:
         if temperature <= 0:
             return int(self._xp.argmax(logits))
         return sample(to_numpy(logits), rng, temperature=temperature, top_k=top_k, top_p=top_p)
-
-    def _decode_graph_step(self, g: GraphDecoder) -> None:
-        """One decode step reading token/position from device buffers (graph-capturable)."""
-        xp, w, state = self._xp, self.weights, g.state
-        token, pos = g.token, g.pos  # [1] int64 device buffers
-        if w.embed is not None:
-            x = xp.take(w.embed, token, axis=0)  # [1, D]
-        else:
-            x = xp.permute_dims(xp.take(w.head, token, axis=1), (1, 0))  # [D, 1] -> [1, D]
-        if w.positions is not None:
-            x = x + xp.take(w.positions, pos, axis=0)  # [1, D]
-        cos = sin = None
-        if self._is_llama:
-            cos = xp.take(self._cos, pos, axis=0)  # [1, R]
-            sin = xp.take(self._sin, pos, axis=0)  # [1, R]
-        visible = g.positions <= pos  # [S_max]
-
-        def attend(i: int, q: Array, k: Array, v: Array) -> Array:
-            keys, values = state.keys[i], state.values[i]  # [Hk, S_max, hd] views
-            keys[:, pos, :] = k  # [Hk, 1, hd] written at the device-side position
-            values[:, pos, :] = v
-            return decode_attention(q, keys, values, visible, self._scales[i], xp)
-
-        with self._quiet_overflow():
-            for i, layer in enumerate(w.layers):
-                x = self._block(x, layer, i, cos, sin, attend, self.backend.row_matmul)  # [1, D]
-        x = self._norm(x, w.final_norm, w.final_norm_bias)  # [1, D]
-        g.logits = self.backend.row_matmul(x, w.head)[0]  # [V]
-        g.next_token = xp.argmax(g.logits)  # [] on device
 
     def __repr__(self) -> str:
         c = self.config

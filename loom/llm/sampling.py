@@ -5,9 +5,16 @@ function takes a 1-D ``numpy`` logits vector ``[V]`` and, where randomness is
 involved, a ``numpy.random.Generator`` — so a seeded generator gives the same
 tokens every run. Filters follow Hugging Face's warpers, applied in its order
 (temperature → top-k → top-p); removed tokens get ``-inf``.
+
+:func:`sample_array` is the same draw written against the array API, for
+logits that stay on a device: it takes the uniform number instead of the
+generator (one ``rng.random()`` per token, as :func:`sample` draws), so a
+seeded generation picks the same tokens on NumPy and on CuPy.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +23,7 @@ __all__ = [
     "greedy",
     "probabilities",
     "sample",
+    "sample_array",
     "sample_from_probabilities",
     "top_k_filter",
     "top_p_filter",
@@ -160,3 +168,65 @@ def sample(
         return greedy(logits)
     scaled = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
     return sample_from_probabilities(probabilities(scaled), rng)
+
+
+def sample_array(
+    logits: Any,
+    uniform: float,
+    xp: Any,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Any:
+    """:func:`sample` on a backend array: the chosen index as a 0-d integer array (no host transfer).
+
+    Parameters
+    ----------
+    logits : array
+        ``[V]`` next-token logits on any array-API backend.
+    uniform : float
+        A number in ``[0, 1)``, the generator's draw (``rng.random()``).
+    xp : module
+        Array namespace of ``logits``.
+    temperature, top_k, top_p
+        As in :func:`sample`.
+
+    Returns
+    -------
+    array
+        0-d integer index, equal to ``sample(logits, rng, ...)`` when ``uniform`` is
+        that call's ``rng.random()``.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> int(sample_array(np.array([0.0, 5.0, 1.0]), 0.5, xp, temperature=1.0, top_k=1))
+    1
+    """
+    if temperature <= 0:
+        return xp.argmax(logits)
+    scaled = xp.astype(logits, xp.float64) / temperature  # [V]
+    vocab = scaled.shape[0]
+    if top_k is not None and top_k < vocab:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        kth = xp.sort(scaled)[vocab - top_k]  # the k-th largest
+        scaled = xp.where(scaled < kth, -xp.inf, scaled)
+    if top_p is not None and top_p < 1.0:
+        if top_p <= 0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        order = xp.argsort(-scaled, stable=True)  # [V] most likely first
+        probs = xp.take(_probabilities_array(scaled, xp), order)
+        mass_before = xp.cumulative_sum(probs) - probs  # [V] mass of strictly more likely tokens
+        keep = xp.take(mass_before < top_p, xp.argsort(order))  # back to vocabulary order
+        scaled = xp.where(keep, scaled, -xp.inf)
+    cdf = xp.cumulative_sum(_probabilities_array(scaled, xp))  # [V]
+    target = xp.reshape(cdf[-1] * uniform, (1,))
+    index = xp.searchsorted(cdf, target, side="right")[0]
+    return xp.minimum(index, vocab - 1)
+
+
+def _probabilities_array(logits: Any, xp: Any) -> Any:
+    e = xp.exp(logits - xp.max(logits))
+    return e / xp.sum(e)

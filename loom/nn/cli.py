@@ -8,6 +8,13 @@
     $ loom eval m.json moons.csv
     $ loom predict m.json moons.csv --out predictions.csv
     $ loom info m.json
+    $ loom train moons-net.json moons.csv --nproc 4 --batch-size 32 --save m.json   # 4 MPI processes
+    $ mpiexec -n 4 loom train moons-net.json moons.csv --distributed --save m.json   # the same, by hand
+
+``--nproc N`` starts N processes of one data-parallel job (NumPy: under ``mpiexec``; with ``--gpu``
+one per GPU); ``--distributed`` makes this process one rank of a job started by ``mpiexec`` or
+:func:`loom.distributed.launch`. Every rank reads the data and trains on its shard of each global
+batch of N × ``--batch-size`` samples; rank 0 alone prints, writes ``--save`` and ``--plot``.
 
 Data files (:mod:`loom.nn.data_files`): CSV with a header (targets: ``--target`` columns,
 default the last column, a class label when the network has several outputs), ``.npz`` with
@@ -129,7 +136,32 @@ def _write_text_atomically(path: Path, text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
-    """``loom train CONFIG DATA``: fit a network from a config (or a saved bundle) on a data file."""
+    """``loom train CONFIG DATA``: fit a network from a config (or a saved bundle) on a data file.
+
+    ``--nproc N`` runs this command as N processes of a data-parallel job (each with
+    ``--distributed``) and returns the job's exit code; ``--distributed`` joins the job first.
+    """
+    if args.distributed:
+        import loom.distributed as dist
+
+        comm = dist.init(_backend(args.gpu))  # first: a GPU rank is pinned to its device before the network exists
+        with comm.guard():  # an error on this rank (a missing file ...) reaches every rank
+            return _train(args, comm.rank == 0)
+    if args.nproc is not None:
+        import loom.distributed as dist
+
+        argv = getattr(args, "argv", None)
+        if argv is None:
+            from loom.errors import ConfigError
+
+            raise ConfigError("--nproc: the command line is unknown (run loom through loom.cli.main)")
+        command = [sys.executable, "-m", "loom.cli", *argv, "--distributed"]
+        return dist.launch(None if args.nproc == "auto" else args.nproc, command, gpu=args.gpu)
+    return _train(args, True)
+
+
+def _train(args: argparse.Namespace, main: bool) -> int:
+    """Train as ``loom train`` asks; ``main``: this process prints and writes files (rank 0)."""
     from loom.nn.plots import plot_history
 
     net = _load_network_config(args.config, args.seed, _backend(args.gpu))
@@ -157,8 +189,11 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         gradient_clip=args.clip,
         verbose=0 if args.quiet else "auto",
+        distributed=args.distributed,
         **options,
     )
+    if not main:
+        return EXIT_OK
     out = sys.stdout
     if history.history:
         final = " - ".join(f"{key}: {values[-1]:.4f}" for key, values in history.history.items())
@@ -216,8 +251,36 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PATH", help="write the loss curves as a PNG here (needs matplotlib)")
     parser.add_argument("--log-scale", action="store_true", help="logarithmic loss axis in --plot")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--nproc",
+        type=_process_count,
+        default=None,
+        metavar="N",
+        help="data-parallel: start N processes that each train on their shard of every batch of N x --batch-size "
+        "samples (CPU: MPI, needs the 'distributed' extra; with --gpu: one process per GPU; 'auto': one per GPU "
+        "or CPU core)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="this process is one rank of a data-parallel job started by mpiexec (or by --nproc); rank 0 prints "
+        "and writes --save / --plot. Collectives give up after $LOOM_DIST_TIMEOUT seconds (default 300)",
+    )
     parser.set_defaults(func=run_train)
     return parser
+
+
+def _process_count(text: str) -> int | str:
+    """``--nproc``: a positive integer or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of processes or 'auto', got {text!r}")
+    return value
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:

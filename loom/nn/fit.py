@@ -44,6 +44,8 @@ from loom.nn.training_reporters import ProgressBar, fit_reporters
 from loom.ops.losses import FIT_LOSS_TYPES, batch_loss_and_grad, normalize_loss_type
 
 if TYPE_CHECKING:
+    from loom.backend.distributed import Communicator
+    from loom.nn.data_parallel import DataParallel
     from loom.nn.network import Network
 
 __all__ = ["Targets", "evaluate_arrays", "fit_network", "predict_arrays", "prepare_targets"]
@@ -195,8 +197,10 @@ def predict_arrays(net: Network, x: Any, batch_size: int | None = None) -> Any:
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
 
 
-def _metrics(net: Network, samples: Any, targets: Targets, loss: LossFunction, batch_size: int) -> dict[str, float]:
-    """Batch-mean loss and accuracy of ``samples`` against ``targets`` (weights unchanged)."""
+def _metric_sums(
+    net: Network, samples: Any, targets: Targets, loss: LossFunction, batch_size: int
+) -> tuple[float, float | None]:
+    """Sum over ``samples`` of the per-sample loss, and the correct predictions (``None``: no accuracy)."""
     backend = net.array_backend
     xp = backend.xp
     n = samples.shape[0]
@@ -213,10 +217,21 @@ def _metrics(net: Network, samples: Any, targets: Targets, loss: LossFunction, b
             if count is not None:
                 extra = targets.classes[start : start + batch_size] if targets.mode == "labels" else target
                 hits = hits + count(y, extra)
+    return total, (None if count is None else float(hits))
+
+
+def _metric_logs(total: float, hits: float | None, n: int, targets: Targets) -> dict[str, float]:
+    """``{"loss", "accuracy"}`` of ``n`` samples from :func:`_metric_sums`' sums."""
     out = {"loss": total / n}
-    if count is not None:
-        out["accuracy"] = float(hits) / (n if targets.mode == "labels" else n * targets.values.shape[1])
+    if hits is not None:
+        out["accuracy"] = hits / (n if targets.mode == "labels" else n * targets.values.shape[1])
     return out
+
+
+def _metrics(net: Network, samples: Any, targets: Targets, loss: LossFunction, batch_size: int) -> dict[str, float]:
+    """Batch-mean loss and accuracy of ``samples`` against ``targets`` (weights unchanged)."""
+    total, hits = _metric_sums(net, samples, targets, loss, batch_size)
+    return _metric_logs(total, hits, samples.shape[0], targets)
 
 
 def evaluate_arrays(
@@ -231,6 +246,21 @@ def evaluate_arrays(
     name = normalize_loss_type(default_loss(net, targets) if loss is None else loss, "evaluate.loss", FIT_LOSS_TYPES)
     step = _positive_int(PREDICT_BATCH if batch_size is None else batch_size, "evaluate.batch_size")
     return _metrics(net, samples, targets, LossFunction(name, "batch_mean"), step)
+
+
+def _sum_over_ranks(
+    parallel: DataParallel, train_hits: float | None, val_sums: tuple[float, float | None] | None
+) -> tuple[float | None, tuple[float, float | None] | None]:
+    """Training hits and validation sums added up over the ranks in one collective."""
+    values = [] if train_hits is None else [train_hits]
+    if val_sums is not None:
+        values += [val_sums[0]] + ([] if val_sums[1] is None else [val_sums[1]])
+    summed = list(parallel.sum(values))
+    if train_hits is not None:
+        train_hits = summed.pop(0)
+    if val_sums is not None:
+        val_sums = (summed[0], None if val_sums[1] is None else summed[1])
+    return train_hits, val_sums
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -267,11 +297,13 @@ def _split(
             f"{'no training' if split_at == 0 else 'no validation'} samples"
         )
 
-    def part(t: Targets, rows: slice) -> Targets:
-        return Targets(t.values[rows], None if t.classes is None else t.classes[rows], t.mode)
-
     head, tail = slice(0, split_at), slice(split_at, n)
-    return samples[head], part(targets, head), samples[tail], part(targets, tail)
+    return samples[head], _rows(targets, head), samples[tail], _rows(targets, tail)
+
+
+def _rows(targets: Targets, rows: slice) -> Targets:
+    """The targets of the samples ``rows``."""
+    return Targets(targets.values[rows], None if targets.classes is None else targets.classes[rows], targets.mode)
 
 
 def fit_network(
@@ -294,9 +326,65 @@ def fit_network(
     fused: bool = True,
     raise_on_divergence: bool = True,
     gradient_hooks: Sequence[GradientHook] = (),
+    distributed: bool | Communicator = False,
     **options: Any,
 ) -> History:
-    """Train ``net`` on samples ``x`` and targets ``y``; see :meth:`loom.nn.network.Network.fit`."""
+    """Train ``net`` on samples ``x`` and targets ``y``; see :meth:`loom.nn.network.Network.fit`.
+
+    ``distributed`` (``True`` or a :class:`~loom.backend.distributed.Communicator`): every rank
+    of the job makes this call on the same data and trains on its shard of each global batch of
+    ``world_size × batch_size`` samples (:mod:`loom.nn.data_parallel`).
+    """
+    arguments = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        loss=loss,
+        shuffle=shuffle,
+        seed=seed,
+        validation_data=validation_data,
+        validation_split=validation_split,
+        callbacks=callbacks,
+        verbose=verbose,
+        gradient_clip=gradient_clip,
+        fused=fused,
+        raise_on_divergence=raise_on_divergence,
+        gradient_hooks=gradient_hooks,
+    )
+    if distributed is False:
+        return _fit(net, x, y, None, **arguments, **options)
+    from loom.nn.data_parallel import start_data_parallel
+
+    parallel = start_data_parallel(net, distributed, "fit.distributed")
+    with parallel.guard():
+        return _fit(net, x, y, parallel, **arguments, **options)
+
+
+def _fit(
+    net: Network,
+    x: Any,
+    y: Any,
+    parallel: DataParallel | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float | None,
+    optimizer: Any,
+    loss: str | None,
+    shuffle: bool,
+    seed: int | None,
+    validation_data: Any,
+    validation_split: float,
+    callbacks: Sequence[Callback],
+    verbose: Any,
+    gradient_clip: float,
+    fused: bool,
+    raise_on_divergence: bool,
+    gradient_hooks: Sequence[GradientHook],
+    **options: Any,
+) -> History:
+    """:func:`fit_network` once the data-parallel run (``parallel``), if any, has started."""
     for key in options:
         if key not in OPTIMIZER_OPTIONS and key not in SCHEDULE_OPTIONS:
             choices = [*OPTIMIZER_OPTIONS, *SCHEDULE_OPTIONS, "validation_split", "validation_data", "callbacks"]
@@ -324,6 +412,8 @@ def fit_network(
         path="fit",
     )
     reporters = fit_reporters(verbose, epochs)
+    if parallel is not None and not parallel.is_main:
+        reporters = []
 
     samples = prepare_samples(net, x)
     outputs = output_size(net, samples.shape[1])
@@ -335,6 +425,12 @@ def fit_network(
     backend = net.array_backend
     xp = backend.xp
     n = x_train.shape[0]
+    step_size = batch_size  # samples per step, all ranks together
+    if parallel is not None:
+        parallel.agree("training samples", n)
+        step_size = batch_size * parallel.world_size
+        if shuffle:
+            seed = parallel.shared_seed(seed)
     rng = np.random.default_rng(seed)
     labels_mode = t_train.mode == "labels"
     hits = _hits_function(xp, t_train.mode, outputs)
@@ -351,12 +447,41 @@ def fit_network(
             extra = cs[start:stop] if labels_mode else target
             yield xs[start:stop].reshape(-1), target, stop - start, extra
 
+    def shard_batches(epoch: int):
+        """Data-parallel: this rank's rows of every global batch of ``step_size`` samples."""
+        assert parallel is not None
+        order = rng.permutation(n) if shuffle else None  # the order of one process: same draws
+        for start in range(0, n, step_size):
+            stop = min(start + step_size, n)
+            shard = parallel.next_batch(stop - start)
+            lo, hi = start + shard.start, start + shard.stop
+            if order is None:
+                xs, ts = x_train[lo:hi], t_train.values[lo:hi]
+                cs = None if t_train.classes is None else t_train.classes[lo:hi]
+            else:
+                rows = backend.asarray(order[lo:hi], dtype=np.int64)
+                xs, ts = xp.take(x_train, rows, axis=0), xp.take(t_train.values, rows, axis=0)
+                cs = None if t_train.classes is None else xp.take(t_train.classes, rows, axis=0)
+            target = ts.reshape(-1)
+            yield xs.reshape(-1), target, stop - start, cs if labels_mode else target
+
+    x_val_here, t_val_here = x_val, t_val  # the validation samples this rank evaluates
+    if parallel is not None and x_val is not None and t_val is not None:
+        lo, hi = parallel.rows(x_val.shape[0])
+        x_val_here, t_val_here = x_val[lo:hi], _rows(t_val, slice(lo, hi))
+
     def summarize(stats: EpochStats) -> dict[str, Any]:
         logs: dict[str, Any] = {"loss": stats.weighted_loss_sum / stats.samples}
-        if hits is not None:
-            logs["accuracy"] = float(stats.hits) / (stats.samples * (1 if labels_mode else outputs))
-        if x_val is not None and t_val is not None:
-            val = _metrics(net, x_val, t_val, loss_fn, PREDICT_BATCH)
+        train_hits = None if hits is None else float(stats.hits)
+        val_sums = None
+        if x_val_here is not None and t_val_here is not None:
+            val_sums = _metric_sums(net, x_val_here, t_val_here, loss_fn, PREDICT_BATCH)
+        if parallel is not None:  # this rank's counts and sums -> the job's, one collective
+            train_hits, val_sums = _sum_over_ranks(parallel, train_hits, val_sums)
+        if train_hits is not None:
+            logs["accuracy"] = train_hits / (stats.samples * (1 if labels_mode else outputs))
+        if val_sums is not None and x_val is not None and t_val is not None:
+            val = _metric_logs(*val_sums, x_val.shape[0], t_val)
             logs.update({f"val_{key}": value for key, value in val.items()})
         logs["learning_rate"] = stats.learning_rate
         return logs
@@ -364,16 +489,21 @@ def fit_network(
     history = History()
     history.params = {
         "epochs": epochs,
-        "steps": math.ceil(n / batch_size),
+        "steps": math.ceil(n / step_size),
         "samples": n,
         "batch_size": batch_size,
         "optimizer": repr(opt),
         "loss": loss_name,
     }
+    if parallel is not None:
+        history.params.update(world_size=parallel.world_size, global_batch_size=step_size)
+        callbacks = parallel.callbacks(callbacks)
     every = [history, *callbacks, *reporters]
     if epochs == 0:
         return history
     with net.training_parameters() as flat:
+        if parallel is not None:
+            parallel.attach(flat)  # rank 0's weights on every rank
         stepper = Stepper(
             net,
             flat,
@@ -383,13 +513,16 @@ def fit_network(
             fused=fused_switch(fused),
             guard=raise_on_divergence,
             gradient_hooks=gradient_hooks,
+            parallel=parallel,
         )
+        if parallel is not None:
+            parallel.wrap(stepper)
         try:
             run_epochs(
                 net,
                 stepper,
                 epochs=epochs,
-                epoch_batches=epoch_batches,
+                epoch_batches=epoch_batches if parallel is None else shard_batches,
                 learning_rate=schedule,
                 callbacks=every,
                 summarize=summarize,

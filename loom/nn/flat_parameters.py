@@ -114,6 +114,10 @@ class FlatParameters:
         ``id(layer) -> (first, last + 1)`` columns of an affine leaf in its stage block.
     kind_views : dict
         ``id(layer) -> [ParameterView]`` of the parameters outside any block.
+    stage_ranges : list of tuple of (int, int)
+        One entry per top-level layer: the ``[start, stop)`` ranges of the flat buffers holding
+        its parameters (its block, then its other parameters); empty for a layer without any.
+        A data-parallel run all-reduces a stage's gradient as soon as its backward pass is done.
     caches : dict
         Storage for engine objects that depend on this layout (compiled steps).
     """
@@ -127,6 +131,7 @@ class FlatParameters:
         self.blocks: list[StageBlock | None] = []
         self.affine_position: dict[int, tuple[int, int]] = {}
         self.kind_views: dict[int, list[ParameterView]] = {}
+        self.stage_ranges: list[tuple[tuple[int, int], ...]] = []
         self.caches: dict[str, Any] = {}
         self.attached = False
         self._layout()
@@ -146,13 +151,13 @@ class FlatParameters:
             size += (n_in + 1) * width if leaves else 0
         block_ids = {id(c) for leaves, _, _, _ in plans for c in leaves}
         rest = [
-            (c, name, p)
-            for cfg in self.layers
+            (stage, c, name, p)
+            for stage, cfg in enumerate(self.layers)
             for c in cfg.iter_layers()
             for name, p in c.params.items()
             if not (id(c) in block_ids and name in BLOCK_PARAMS[c.type])
         ]
-        size += sum(_size(p) for _, _, p in rest)
+        size += sum(_size(p) for _, _, _, p in rest)
         arrays = [p for cfg in self.layers for c in cfg.iter_layers() for p in c.params.values()]
         dtype = np.result_type(*[p.dtype for p in arrays]) if arrays else self.backend.float_dtype
         raw = self.raw
@@ -178,8 +183,15 @@ class FlatParameters:
                     self.views.append(ParameterView(c, name, value, grad, start, _size(value)))
                 col += cols
         offset = sum((n_in + 1) * width for _, n_in, width, _ in plans)
-        for c, name, p in rest:
+        ranges: list[list[tuple[int, int]]] = [
+            [(start, start + (n_in + 1) * width)] if leaves else [] for leaves, n_in, width, start in plans
+        ]
+        for stage, c, name, p in rest:
             n = _size(p)
+            if n and ranges[stage] and ranges[stage][-1][1] == offset:  # contiguous: one range
+                ranges[stage][-1] = (ranges[stage][-1][0], offset + n)
+            elif n:
+                ranges[stage].append((offset, offset + n))
             view = ParameterView(
                 c,
                 name,
@@ -191,6 +203,7 @@ class FlatParameters:
             self.views.append(view)
             self.kind_views.setdefault(id(c), []).append(view)
             offset += n
+        self.stage_ranges = [tuple(r) for r in ranges]
 
     @property
     def size(self) -> int:

@@ -106,7 +106,15 @@ class FusedTrainer:
         return trainer
 
     def step(
-        self, x: Any, target: Any, batch: int, loss: Any, lr: float, finish: Finish, halt: bool
+        self,
+        x: Any,
+        target: Any,
+        batch: int,
+        loss: Any,
+        lr: float,
+        finish: Finish,
+        halt: bool,
+        parallel: Any = None,
     ) -> tuple[float, Any]:
         """One training step on the flat input ``x`` of ``batch`` samples.
 
@@ -118,20 +126,32 @@ class FusedTrainer:
             ``finish(lr)``: called after the backward pass fills the gradient buffer.
         halt : bool
             Return right after a non-finite loss (no backward, no update).
+        parallel : ParallelStep, optional
+            Data-parallel training (:mod:`loom.nn.data_parallel`): the halt check reads the
+            batch loss reduced over the ranks, and with ``parallel.overlap`` each stage's
+            gradient is handed over as soon as it is final.
 
         Returns
         -------
         loss : float
         output : array ``[batch * outputs]``
         """
-        key = (batch, loss.key, halt)
+        key = self.step_key(batch, loss, halt, parallel)
+        mode = key[3] if len(key) > 3 else None
         step = self.steps.get(key)
         if step is None:
-            step = self.steps[key] = compile_step(self, batch, loss.bind(self.xp, batch), halt)
-        value, y = step(x, target, lr, finish)
+            step = self.steps[key] = compile_step(self, batch, loss.bind(self.xp, batch), halt, parallel=mode)
+        value, y = step(x, target, lr, finish) if mode is None else step(x, target, lr, finish, parallel)
         if step.provisional and math.isfinite(value):  # merges are bound now: call them directly
-            self.steps[key] = compile_step(self, batch, step.loss_fn, halt, step.stages)
+            self.steps[key] = compile_step(self, batch, step.loss_fn, halt, step.stages, parallel=mode)
         return value, y
+
+    @staticmethod
+    def step_key(batch: int, loss: Any, halt: bool, parallel: Any = None) -> tuple[Any, ...]:
+        """What the compiled step of these settings is cached under in :attr:`steps`."""
+        if parallel is None:
+            return (batch, loss.key, halt)
+        return (batch, loss.key, halt, "overlap" if parallel.overlap else "reduce")
 
 
 def fused_step_source(net: Network, batch_size: int | None = None, loss: str = "mse", *, halt: bool = True) -> str:

@@ -407,6 +407,7 @@ def compile_step(
     loss_fn: Callable[[Any, Any], tuple[float, Any]],
     halt: bool,
     stages: list[_Stage] | None = None,
+    parallel: str | None = None,
 ) -> Any:
     """``step(x, target, lr, finish) -> (loss, output)`` for flat inputs of ``batch`` samples.
 
@@ -417,7 +418,17 @@ def compile_step(
     ``step.provisional`` is true while some Parallel merge still checks its inputs on first
     use; compiling again with ``stages=step.stages`` after a step calls the bound merge functions
     directly.
+
+    ``parallel`` (data-parallel training) makes it ``step(x, target, lr, finish, parallel)``
+    (the protocol of :class:`loom.nn.training_engine.ParallelStep`): ``"reduce"`` hands the loss
+    to ``parallel.start_loss`` and runs the backward pass, then the halt check reads
+    ``parallel.global_loss()`` (every rank halts at the same batch, ``parallel.abandon()``);
+    ``"overlap"`` also calls ``parallel.stage_done(i)`` as soon as the backward pass of stage
+    ``i`` (a top-level layer with parameters) has written its gradient, so its all-reduce
+    overlaps the backward pass of the stages before it.
     """
+    if parallel not in (None, "reduce", "overlap"):
+        raise ValueError(f"parallel: expected None, 'reduce' or 'overlap', got {parallel!r}")
     if stages is None:
         graph = _GraphContext(trainer, batch)
         stages = [_Stage(cfg, block, graph) for cfg, block in zip(trainer.layers, trainer.flat.blocks, strict=True)]
@@ -427,24 +438,40 @@ def compile_step(
         x = stage.emit_forward(src, x, i > 0)
     backward: list[str] = []
     grad = "grad"
+    stage_ranges = trainer.flat.stage_ranges
     for i in range(len(stages) - 1, -1, -1):
         lines, grad = stages[i].emit_backward(src, grad, i > 0)
         backward.extend(lines)
+        if parallel == "overlap" and stage_ranges[i]:
+            backward.append(f"parallel.stage_done({i})")
     names = src.names
     names.update(loss_fn=loss_fn, isfinite=math.isfinite)
-    body = [
-        *src.forward,
-        f"loss, grad = loss_fn({x}, target)",
-        *([f"if not isfinite(loss): return loss, {x}"] if halt else []),
-        *backward,
-        "finish(lr)",
-        f"return loss, {x}",
-    ]
-    source = "def step(x, target, lr, finish):\n" + "".join(f"    {line}\n" for line in body)
+    if parallel:
+        body = [
+            *src.forward,
+            f"loss, grad = loss_fn({x}, target)",
+            "parallel.start_loss(loss)",
+            *backward,
+            "loss = parallel.global_loss()",
+            *([f"if not isfinite(loss): parallel.abandon(); return loss, {x}"] if halt else []),
+            "finish(lr)",
+            f"return loss, {x}",
+        ]
+    else:
+        body = [
+            *src.forward,
+            f"loss, grad = loss_fn({x}, target)",
+            *([f"if not isfinite(loss): return loss, {x}"] if halt else []),
+            *backward,
+            "finish(lr)",
+            f"return loss, {x}",
+        ]
+    signature = "x, target, lr, finish, parallel" if parallel else "x, target, lr, finish"
+    source = f"def step({signature}):\n" + "".join(f"    {line}\n" for line in body)
     filename = _register_source(source, batch)
     exec(compile(source, filename, "exec"), names)
     step = names["step"]
-    step.source, step.stages, step.loss_fn = source, stages, loss_fn
+    step.source, step.stages, step.loss_fn, step.parallel = source, stages, loss_fn, parallel
     step.provisional = any(merge.split is None for stage in stages for merge in stage.merges)
     return step
 

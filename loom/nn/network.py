@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from loom.nn.training import TrainingResult
 
 if TYPE_CHECKING:
+    from loom.backend.distributed import Communicator
     from loom.nn.flat_parameters import FlatParameters
     from loom.nn.optimizers import Optimizer
     from loom.nn.training_callbacks import History
@@ -593,6 +594,7 @@ class Network(IntrospectionMixin):
         fused: bool = True,
         raise_on_divergence: bool = True,
         gradient_hooks: Sequence[GradientHook] = (),
+        distributed: bool | Communicator = False,
         **options: float | bool | str,
     ) -> History:
         """Train on samples ``x [N, features]`` and targets ``y``, Keras-style; returns a :class:`History`.
@@ -636,7 +638,15 @@ class Network(IntrospectionMixin):
         gradient_hooks : sequence of callable
             Each called with the flat gradient buffer (all parameters, one array) after every
             backward pass and before clipping and the optimizer step; it may change it in place
-            (a data-parallel all-reduce goes here).
+            (with ``distributed``, after the gradient is reduced over the ranks).
+        distributed : bool or Communicator
+            Data-parallel training: every process of the job (``mpiexec -n N``,
+            :func:`loom.distributed.launch`) makes this call on the same data; each trains on
+            its shard of every global batch of ``world_size × batch_size`` samples and the
+            gradients are averaged before each step, so the weights and the history equal one
+            process with the larger batch. Only rank 0 runs ``ModelCheckpoint`` and the
+            progress output. ``True`` joins the job (:func:`loom.distributed.init`); a
+            communicator is used as given. See ``docs/distributed.md``.
         **options
             Optimizer options (``momentum``, ``nesterov``, ``beta1``, ``beta2``, ``epsilon``,
             ``weight_decay``, ``alpha``) and schedule options (``lr_schedule``,
@@ -681,6 +691,7 @@ class Network(IntrospectionMixin):
             fused=fused,
             raise_on_divergence=raise_on_divergence,
             gradient_hooks=gradient_hooks,
+            distributed=distributed,
             **options,
         )
 

@@ -32,6 +32,8 @@ from loom.nn.training_reporters import LoomVerboseReporter, ProgressBar, go_dura
 from loom.ops.losses import normalize_loss_type
 
 if TYPE_CHECKING:
+    from loom.backend.distributed import Communicator
+    from loom.nn.data_parallel import DataParallel
     from loom.nn.network import Network
 
 __all__ = ["TrainingBatch", "TrainingConfig", "TrainingResult", "go_duration", "train_network"]
@@ -78,6 +80,13 @@ class TrainingConfig:
       weights restored to the last finite step (``False``: keep going, as Go does).
     * ``progress_bar``: a tqdm bar over epochs (default: when verbose and stderr is a terminal).
     * ``fused``: use the fused training step when the network allows it (results are equal).
+    * ``distributed`` (``"Distributed": true``): data-parallel training. Every process of the job
+      (``mpiexec -n N``, :func:`loom.distributed.launch`) calls ``train`` with the same batches;
+      each TrainingBatch stays one step, its samples split over the ranks, the gradients
+      averaged (weighted by the shard sizes) before the update: the weights and the loss history
+      are those of one process. Rank 0 alone prints. A
+      :class:`~loom.backend.distributed.Communicator` instead of ``True`` is used as given.
+      See ``docs/distributed.md``.
     """
 
     epochs: int = 10
@@ -108,6 +117,7 @@ class TrainingConfig:
     raise_on_divergence: bool = True
     progress_bar: bool | None = None
     fused: bool = True
+    distributed: bool | Communicator = False
 
     def __post_init__(self) -> None:
         self.loss_type = normalize_loss_type(self.loss_type, "loss_type")
@@ -131,6 +141,13 @@ class TrainingConfig:
         for name in ("use_gpu", "verbose", "shuffle", "raise_on_divergence", "fused"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.distributed, bool):
+            from loom.backend.distributed.base import Communicator
+
+            if not isinstance(self.distributed, Communicator):
+                raise ConfigError(
+                    f"distributed: expected true, false or a loom.distributed Communicator, got {self.distributed!r}"
+                )
         if self.progress_bar is not None and not isinstance(self.progress_bar, bool):
             raise ConfigError(f"progress_bar: expected true, false or null, got {self.progress_bar!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
@@ -189,7 +206,10 @@ class TrainingConfig:
         loom_names = {name for _, name in LOOM_FIELDS}
         for f in fields(self):
             if f.name not in loom_names and getattr(self, f.name) != getattr(defaults, f.name):
-                out["".join(part.capitalize() for part in f.name.split("_"))] = getattr(self, f.name)
+                value = getattr(self, f.name)
+                if f.name == "distributed":  # a Communicator object: the switch is on
+                    value = True
+                out["".join(part.capitalize() for part in f.name.split("_"))] = value
         return out
 
 
@@ -346,12 +366,23 @@ def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> T
     """
     cfg = _coerce_config(config)
     _use_requested_backend(net, cfg, config)
+    if cfg.distributed is False:
+        return _train(net, batches, cfg, None)
+    from loom.nn.data_parallel import start_data_parallel
+
+    parallel = start_data_parallel(net, cfg.distributed, "training config.distributed")
+    with parallel.guard():
+        return _train(net, batches, cfg, parallel)
+
+
+def _train(net: Network, batches: Iterable[Any], cfg: TrainingConfig, parallel: DataParallel | None) -> TrainingResult:
     data = _prepare_batches(net, batches)
     result = TrainingResult()
     if cfg.epochs == 0:
         return result
     samples_per_epoch = sum(b for _, _, b in data)
-    reporter = LoomVerboseReporter(sys.stdout, cfg.epochs) if cfg.verbose else None
+    main = parallel is None or parallel.is_main  # the process that prints
+    reporter = LoomVerboseReporter(sys.stdout, cfg.epochs) if cfg.verbose and main else None
     if reporter is not None:
         reporter.configuration(
             learning_rate=cfg.learning_rate,
@@ -360,19 +391,27 @@ def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> T
             on_gpu=net.backend == "cupy",
             loss_type=cfg.loss_type,
         )
+    seed = cfg.seed
+    if parallel is not None:  # every TrainingBatch cut to this rank's samples; one shuffling seed
+        data = parallel.shard_training_batches(data)
+        if cfg.shuffle:
+            seed = parallel.shared_seed(seed)
     batches_in_order = [(x, t, b, None) for x, t, b in data]
-    order_rng = np.random.default_rng(cfg.seed) if cfg.shuffle else None
+    order_rng = np.random.default_rng(seed) if cfg.shuffle else None
 
-    def epoch_batches(epoch: int) -> list[tuple[Any, Any, int, Any]]:
-        if order_rng is None:
-            return batches_in_order
-        return [batches_in_order[i] for i in order_rng.permutation(len(batches_in_order))]
+    def epoch_batches(epoch: int) -> Iterable[tuple[Any, Any, int, Any]]:
+        items = batches_in_order
+        if order_rng is not None:
+            items = [batches_in_order[i] for i in order_rng.permutation(len(batches_in_order))]
+        return items if parallel is None else parallel.batches(items)
 
     show_bar = cfg.progress_bar if cfg.progress_bar is not None else cfg.verbose and sys.stderr.isatty()
-    progress = ProgressBar(cfg.epochs) if show_bar else None
+    progress = ProgressBar(cfg.epochs) if show_bar and main else None
     optimizer, schedule = cfg.make_optimizer(), cfg.make_schedule()
     start = time.perf_counter()
     with net.training_parameters() as flat:
+        if parallel is not None:
+            parallel.attach(flat)  # rank 0's weights on every rank
         stepper = Stepper(
             net,
             flat,
@@ -381,11 +420,14 @@ def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> T
             gradient_clip=cfg.gradient_clip,
             fused=fused_switch(cfg.fused),
             guard=cfg.raise_on_divergence,
+            parallel=parallel,
         )
+        if parallel is not None:
+            parallel.wrap(stepper)
         epoch_end = _LoomEpochEnd(cfg, result, reporter, stepper)
         epoch_end.samples = samples_per_epoch
         callbacks: list[Callback] = [epoch_end.clock, epoch_end] if reporter is not None else [epoch_end]
-        if cfg.print_every_batch > 0 or (reporter is not None and cfg.verbose):
+        if main and (cfg.print_every_batch > 0 or (reporter is not None and cfg.verbose)):
             callbacks.append(
                 _LoomBatchLines(
                     reporter or LoomVerboseReporter(sys.stdout, cfg.epochs), len(data), max(cfg.print_every_batch, 1)

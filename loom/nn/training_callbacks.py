@@ -194,7 +194,11 @@ class ModelCheckpoint(Callback):
         ``"min"``, ``"max"`` or ``"auto"``.
     model_id : str
         The model id inside the bundle.
+
+    In data-parallel training only rank 0 saves (every rank holds the same weights).
     """
+
+    main_process_only = True  # data-parallel training: rank 0 writes the files
 
     def __init__(
         self,

@@ -16,6 +16,13 @@
 
   On CuPy nothing here leaves the device except the loss value (one host fetch per batch):
   the clipping factor stays a device scalar.
+
+  Data-parallel training (:mod:`loom.nn.data_parallel`) passes a :class:`ParallelStep`: the
+  reduction of the batch loss over the ranks starts as soon as the loss is computed and is
+  waited for after the backward pass; the divergence check then reads the global loss (every
+  rank halts at the same batch, before the update, having run the same collectives); the
+  gradient reduction is the first gradient hook, and on the fused path each stage's gradient
+  may be reduced during the backward pass (``overlap``).
 * :func:`run_epochs` — the loop: learning-rate schedule per epoch, steps, divergence check,
   callbacks (:class:`Callback`, Keras' hooks), early stop through ``net.stop_training``.
 
@@ -30,7 +37,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -48,6 +55,7 @@ __all__ = [
     "EpochStats",
     "GradientHook",
     "LossFunction",
+    "ParallelStep",
     "Stepper",
     "run_epochs",
 ]
@@ -57,6 +65,38 @@ GradientHook = Callable[[Any], None]
 
 #: ``(x, target, batch_size, extra)``: one training batch; ``extra`` is what a metric needs (labels).
 Batch = tuple[Any, Any, int, Any]
+
+
+class ParallelStep(Protocol):
+    """What a data-parallel run adds to each step (:class:`loom.nn.data_parallel.DataParallel`).
+
+    Per step, on every rank: :meth:`start_loss`, the backward pass (with :meth:`stage_done`
+    calls when :attr:`overlap`), :meth:`global_loss`, then either :meth:`abandon` (a halted
+    step) or ``finish`` with :meth:`reduce_gradient` as its first hook.
+    """
+
+    #: Hand each stage's gradient to :meth:`stage_done` during the backward pass (fused path).
+    overlap: bool
+
+    def start_loss(self, loss: float) -> None:
+        """Start reducing this rank's batch loss over the ranks (does not wait)."""
+        ...
+
+    def global_loss(self) -> float:
+        """Wait for :meth:`start_loss`'s reduction: the global batch's loss (the same on every rank)."""
+        ...
+
+    def stage_done(self, stage: int) -> None:
+        """The gradient of top-level layer ``stage`` is final for this step."""
+        ...
+
+    def reduce_gradient(self, grads: Any) -> None:
+        """Turn the flat gradient buffer into the global batch's gradient, in place (a gradient hook)."""
+        ...
+
+    def abandon(self) -> None:
+        """The step halts (non-finite global loss): complete what was started, keep no result."""
+        ...
 
 
 class Stepper:
@@ -77,7 +117,10 @@ class Stepper:
         Divergence guard: return before the backward pass on a non-finite loss and snapshot
         the parameters before each update, so :meth:`restore_last_finite` can put them back.
     gradient_hooks : sequence of callable
-        Called with the flat gradient buffer before clipping (data-parallel all-reduce).
+        Called with the flat gradient buffer before clipping.
+    parallel : ParallelStep, optional
+        Data-parallel training: the loss reduction before the divergence check and the
+        gradient reduction before the hooks (see the module docstring).
     """
 
     def __init__(
@@ -91,20 +134,27 @@ class Stepper:
         fused: bool = True,
         guard: bool = True,
         gradient_hooks: Sequence[GradientHook] = (),
+        parallel: ParallelStep | None = None,
     ) -> None:
         self.net, self.flat, self.loss, self.optimizer = net, flat, loss, optimizer
         self.guard = guard
+        self.parallel = parallel
         self.fused: FusedTrainer | None = (
             FusedTrainer.for_parameters(net, flat) if fused and fused_eligible(net) else None
         )
         self.context = None if self.fused is not None else net.training_context()
         self.layers = list(net.iter_all_layers())
         self.update = optimizer.bind(flat.params, flat.grads, flat.raw)
-        self.finish = self._make_finish(float(gradient_clip), tuple(gradient_hooks))
+        hooks = tuple(gradient_hooks) if parallel is None else (parallel.reduce_gradient, *gradient_hooks)
+        self.finish = self._make_finish(float(gradient_clip), hooks)
         self.last_output: Any = None
         self._losses: dict[int, Callable[[Any, Any], tuple[float, Any]]] = {}
         if self.fused is not None:
-            self.step = self._fused_step_function()  # type: ignore[method-assign]
+            self.step = (  # type: ignore[method-assign]
+                self._fused_step_function() if parallel is None else self._fused_parallel_step_function(parallel)
+            )
+        elif parallel is not None:
+            self.step = self._parallel_step  # type: ignore[method-assign]
 
     @property
     def path(self) -> str:
@@ -159,6 +209,67 @@ class Stepper:
 
         return step
 
+    def _fused_parallel_step_function(self, parallel: ParallelStep) -> Callable[[Any, Any, int, float], float]:
+        """:meth:`_fused_step_function` for a data-parallel run (the compiled steps take ``parallel``)."""
+        fused, loss, finish, guard = self.fused, self.loss, self.finish, self.guard
+        assert fused is not None
+        ready: dict[int, Any] = {}
+
+        def step(x: Any, target: Any, batch: int, lr: float) -> float:
+            compiled = ready.get(batch)
+            if compiled is not None:
+                value, self.last_output = compiled(x, target, lr, finish, parallel)
+                return value
+            value, self.last_output = fused.step(x, target, batch, loss, lr, finish, guard, parallel)
+            compiled = fused.steps[fused.step_key(batch, loss, guard, parallel)]
+            if not compiled.provisional:
+                ready[batch] = compiled
+            return value
+
+        return step
+
+    def _parallel_step(self, x: Any, target: Any, batch: int, lr: float) -> float:
+        """:meth:`step` of a data-parallel run on the layer-by-layer path (see :class:`ParallelStep`)."""
+        net, parallel = self.net, self.parallel
+        assert parallel is not None
+        y = self.last_output = net.forward_tape(x, batch, self.context, input_grad=False)
+        loss_fn = self._losses.get(batch)
+        if loss_fn is None:
+            loss_fn = self._losses[batch] = self.loss.bind(self.flat.xp, batch)
+        loss, grad = loss_fn(y, target)
+        parallel.start_loss(loss)
+        net.backward_tape(grad, layers=self.layers)
+        self.flat.gather_gradients()
+        loss = parallel.global_loss()
+        if self.guard and not math.isfinite(loss):
+            parallel.abandon()
+            return loss
+        self.finish(lr)
+        return loss
+
+    def skip_step(self, lr: float) -> float:
+        """A data-parallel step without samples on this rank (its shard of the global batch is empty).
+
+        Takes part in every reduction of the step (a zero loss and a zero gradient, the stages
+        handed over as a backward pass would), then clips and updates like the other ranks;
+        returns the global loss.
+        """
+        parallel, flat = self.parallel, self.flat
+        assert parallel is not None
+        parallel.start_loss(0.0)
+        flat.grads[...] = 0
+        if parallel.overlap and self.fused is not None:
+            for stage in range(len(flat.stage_ranges) - 1, -1, -1):
+                if flat.stage_ranges[stage]:
+                    parallel.stage_done(stage)
+        self.last_output = flat.raw.zeros(0, dtype=flat.grads.dtype)
+        loss = parallel.global_loss()
+        if self.guard and not math.isfinite(loss):
+            parallel.abandon()
+            return loss
+        self.finish(lr)
+        return loss
+
     def step(self, x: Any, target: Any, batch: int, lr: float) -> float:
         """Forward, loss, backward and update on the flat input ``x`` of ``batch`` samples; returns the loss.
 
@@ -199,9 +310,15 @@ class Callback:
     ``self.model.stop_training = True`` ends training after the current epoch. ``logs`` holds
     the epoch's numbers under Keras' keys (``loss``, ``accuracy``, ``val_loss``,
     ``val_accuracy``) and ``learning_rate``.
+
+    Data-parallel training runs the callbacks on every rank, with the same ``logs`` (reduced
+    over the ranks); a callback whose :attr:`main_process_only` is true (checkpoints, progress
+    output) runs on rank 0 only.
     """
 
     model: Network | None = None
+    #: Run only on rank 0 of a data-parallel run (it writes files or prints).
+    main_process_only: bool = False
 
     def set_model(self, model: Network) -> None:
         """Called by the loop before training starts."""

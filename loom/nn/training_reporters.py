@@ -129,6 +129,8 @@ class ProgressBar(Callback):
         Label in front of the bar.
     """
 
+    main_process_only = True  # data-parallel training: one bar, drawn by rank 0
+
     def __init__(self, epochs: int, desc: str = "training") -> None:
         self.epochs, self.desc = epochs, desc
         self.bar: Any = None
@@ -163,6 +165,8 @@ class EpochLogger(Callback):
     out : text stream, optional
         Default ``sys.stdout`` (looked up when training starts).
     """
+
+    main_process_only = True  # data-parallel training: rank 0 prints
 
     def __init__(self, epochs: int, out: TextIO | None = None) -> None:
         self.epochs, self.out = epochs, out

@@ -141,6 +141,15 @@ def test_cli_streams_text_and_reports_speed(llm_fixtures: Path, capsys) -> None:
     assert "16 tokens" in err and "tokens/s" in err
 
 
+def test_cli_bfloat16_weights_keep_the_greedy_continuation(llm_fixtures: Path, capsys) -> None:
+    folder = llm_fixtures / "tiny-llama"
+    case = reference(folder)["cases"][1]
+    args = _args(prompt=case["prompt"], model=folder, temperature=0, max_tokens=16, dtype="bfloat16")
+    assert llm_cli.run_generate(args) == 0
+    out = capsys.readouterr().out
+    assert out == case["prompt"] + load_tokenizer(folder).decode(case["greedy_new_ids"]) + "\n"
+
+
 def test_cli_missing_model_exits_2_with_advice(tmp_path: Path, capsys, monkeypatch) -> None:
     assert llm_cli.main(["hi", "--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err

@@ -151,8 +151,8 @@ def test_more_architectures_match_transformers(name: str, backend) -> None:
 
 
 def test_graph_decode_step_equals_eager_decode(model: Transformer, model_dir: Path) -> None:
-    """The fixed-shape decode step (replayed as a device graph on GPUs) gives the eager logits."""
-    from loom.llm.model import GraphDecoder
+    """The generic fixed-shape decode step (replayed as a device graph on GPUs) gives the eager logits."""
+    from loom.llm.gpu_decode import GraphDecoder
 
     ids = reference(model_dir)["cases"][1]["ids"]
     eager = model.new_state(len(ids) + 3)
@@ -161,12 +161,10 @@ def test_graph_decode_step_equals_eager_decode(model: Transformer, model_dir: Pa
     model.forward(ids[:-3], fixed)
     decoder = GraphDecoder(model, fixed)
     if model.backend.is_gpu:  # e.g. a cuBLAS call in the step makes the capture fail (and decoding slow)
-        assert decoder._graph is not None, "the decode step could not be recorded as a CUDA graph"
+        assert decoder.graph is not None, "the decode step could not be recorded as a CUDA graph"
     for token in ids[-3:]:
         want = loom.to_numpy(model.forward([token], eager, last_only=True)[0])
-        decoder.token.fill(token)
-        decoder.pos.fill(fixed.pos)
-        model._decode_graph_step(decoder)
-        fixed.pos += 1
+        nxt = decoder.step(token)
         np.testing.assert_allclose(loom.to_numpy(decoder.logits), want, atol=1e-5, rtol=1e-5)
-        assert int(decoder.next_token) == int(np.argmax(want))
+        assert nxt == int(np.argmax(want))
+    assert fixed.pos == eager.pos

@@ -207,10 +207,15 @@ class Communicator(ABC):
         ``"numpy"`` or ``"cupy"``: what buffers must be.
     timeout : float
         Seconds a collective may wait for the peers.
+    progresses_in_background : bool
+        Started collectives (:meth:`start_all_reduce`) advance while the caller computes (NCCL,
+        on a stream of its own); MPI advances them only inside MPI calls. A trainer overlaps
+        gradient reductions with its backward pass only when this is true.
     """
 
     kind = "abstract"
     array_backend = "numpy"
+    progresses_in_background = False
     _DTYPES = ("float32", "float64", "int32", "int64")
 
     def __init__(
@@ -251,6 +256,10 @@ class Communicator(ABC):
         """Free the data plane (``clean``: no operation was abandoned)."""
 
     # ------------------------------------------------------------------ public collectives
+    def accepts(self, array: Any) -> bool:
+        """True when ``array`` is of the library (and, for NCCL, on the GPU) this communicator's collectives take."""
+        return self._is_native_array(array)
+
     def all_reduce_sum(self, buffer: Any) -> Any:
         """Replace ``buffer`` (in place) by its element-wise sum over all ranks; returns it.
 

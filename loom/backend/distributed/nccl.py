@@ -70,6 +70,7 @@ class NcclCommunicator(Communicator):
 
     kind = "nccl"
     array_backend = "cupy"
+    progresses_in_background = True  # collectives run on the communicator stream
 
     def __init__(
         self, rank: int, world_size: int, local_rank: int, control: ControlPlane, timeout: float | None = None
