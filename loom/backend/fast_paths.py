@@ -11,8 +11,6 @@ have, the op asks for it here by name, and every other namespace gets the standa
   (thousands of tiny ops per second) binds its constants once with it.
 * :func:`elementwise` – NumPy's own ufunc where ``array_api_compat`` wraps it in a Python
   layer that costs more than the ufunc on a tiny array (``sign``, for complex support).
-* :func:`exp_in_place` – ``exp`` written over its argument (``out=``), which saves one
-  ``[rows, keys]`` allocation per attention block of an LLM prefill.
 * :func:`reshape`, :func:`permute_dims`, :func:`matrix_transpose` and :func:`astype` – the
   array's own C-level method or attribute on NumPy arrays. ``np.reshape`` and
   ``np.transpose`` (which ``array_api_compat`` calls) are Python wrappers costing 0.5-1 µs
@@ -35,25 +33,12 @@ __all__ = [
     "astype",
     "constant",
     "elementwise",
-    "exp_in_place",
     "matrix_transpose",
-    "native_module",
     "permute_dims",
     "reshape",
 ]
 
 _NDARRAY = np.ndarray
-
-
-def native_module(xp: Any) -> Any:
-    """``numpy`` or ``cupy`` when ``xp`` is (the array-API view of) one of them, else ``None``."""
-    if array_api_compat.is_numpy_namespace(xp):
-        return np
-    if array_api_compat.is_cupy_namespace(xp):
-        import cupy  # only reached with a CuPy namespace in hand, so CuPy is installed
-
-        return cupy
-    return None
 
 
 def constant(value: float, xp: Any, dtype: Any) -> Any:
@@ -100,17 +85,6 @@ def elementwise(xp: Any, name: str) -> Any:
     if array_api_compat.is_numpy_namespace(xp):
         return getattr(np, name)
     return getattr(xp, name)
-
-
-def exp_in_place(x: Any, xp: Any) -> Any:
-    """``exp(x)``, written into ``x`` itself where the array library can (NumPy, CuPy); returns the result.
-
-    Callers must own ``x`` (nothing else may read it afterwards); other namespaces return a new array.
-    """
-    native = native_module(xp)
-    if native is None:
-        return xp.exp(x)
-    return native.exp(x, out=x)
 
 
 def reshape(x: Any, shape: tuple[int, ...], xp: Any) -> Any:

@@ -13,8 +13,8 @@ The contract every module of this package keeps (checked in CI):
   ``tests/ops`` runs every public function under ``array_api_strict`` (``nox -s strict``),
   which rejects anything else, and compares it with NumPy within 1e-6.
 * **Backend knowledge lives in** :mod:`loom.backend`. An op never asks which library it
-  runs on; where a measured fast path needs something outside the standard (an ``out=``,
-  a 0-d NumPy constant, NumPy's own ufunc) it calls a named helper of
+  runs on; where a measured fast path needs something outside the standard (an array's own
+  ``reshape`` method, a 0-d NumPy constant, NumPy's own ufunc) it calls a named helper of
   :mod:`loom.backend.fast_paths`, which falls back to the standard spelling for every
   other namespace. Tables an op needs on every call (RoPE, causal masks, LSTM gate
   constants) are built once per device by :func:`loom.backend.device_constant`; NumPy

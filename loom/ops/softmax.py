@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.backend.fast_paths import exp_in_place
-
 __all__ = [
     "MASKED_LOGIT",
     "entmax_blend_backward",
@@ -51,7 +49,7 @@ def softmax_unnormalized(z: Any, xp: Any, *, overwrite: bool = False) -> Any:
     ----------
     z : array, shape [..., n]
     overwrite : bool
-        Compute in ``z``'s own memory (the caller owns ``z`` and no longer needs it).
+        Subtract the maximum in ``z``'s own memory (the caller owns ``z`` and no longer needs it).
 
     Returns
     -------
@@ -61,7 +59,7 @@ def softmax_unnormalized(z: Any, xp: Any, *, overwrite: bool = False) -> Any:
     if not overwrite:
         return xp.exp(z - xp.max(z, axis=-1, keepdims=True))
     z -= xp.max(z, axis=-1, keepdims=True)
-    return exp_in_place(z, xp)
+    return xp.exp(z)
 
 
 def softmax_forward(z: Any, temperature: float, xp: Any) -> Any:

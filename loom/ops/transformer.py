@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from loom.backend import device_constant
-from loom.backend.fast_paths import exp_in_place
 from loom.ops.norms import layer_norm, rms_norm
 from loom.ops.rope import rope_apply, rope_tables
 from loom.ops.softmax import softmax_unnormalized
@@ -66,7 +65,7 @@ def swiglu(gate: Array, up: Array, xp: Any) -> Array:
     >>> float(swiglu(np.array(1.0), np.array(2.0), np).round(6))
     1.462117
     """
-    denominator = exp_in_place(-gate, xp)  # [..., Di]: exp(-gate), written over the fresh -gate
+    denominator = xp.exp(-gate)  # [..., Di]
     denominator += 1.0
     out = gate / denominator  # silu(gate)
     out *= up

@@ -65,3 +65,28 @@ def test_clip_by_global_norm(xp):
     assert norm == pytest.approx(5.0)
     np.testing.assert_allclose(loom.to_numpy(grads[0]), [0.6, 0.0], rtol=1e-6)
     np.testing.assert_allclose(loom.to_numpy(grads[1]), [0.8], rtol=1e-6)
+
+
+def test_backend_fast_paths_equal_the_standard_spelling(xp):
+    """loom.backend.fast_paths: NumPy's own methods where they are faster, the same values everywhere."""
+    from loom.backend import fast_paths
+
+    x = put(xp, np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    np.testing.assert_array_equal(
+        loom.to_numpy(fast_paths.reshape(x, (6, 4), xp)), loom.to_numpy(xp.reshape(x, (6, 4)))
+    )
+    np.testing.assert_array_equal(
+        loom.to_numpy(fast_paths.permute_dims(x, (2, 0, 1), xp)), loom.to_numpy(xp.permute_dims(x, (2, 0, 1)))
+    )
+    np.testing.assert_array_equal(
+        loom.to_numpy(fast_paths.matrix_transpose(x, xp)), loom.to_numpy(xp.matrix_transpose(x))
+    )
+    wide = fast_paths.astype(x, xp.float64, xp)
+    assert str(wide.dtype).endswith("float64") and wide is not x
+    one = fast_paths.constant(1.5, xp, xp.float32)
+    if type(x) is np.ndarray:  # NumPy: a read-only 0-d array of the dtype, and NumPy's own ufunc
+        assert one.shape == () and one.dtype == np.float32 and not one.flags.writeable
+        assert fast_paths.elementwise(xp, "sign") is np.sign
+    else:  # every other namespace: the plain float and the namespace's own function
+        assert one == 1.5 and isinstance(one, float)
+        assert fast_paths.elementwise(xp, "sign") is xp.sign
