@@ -568,11 +568,17 @@ class Network(IntrospectionMixin):
             kind_for(cfg.type).reset_state(cfg)
 
     # ------------------------------------------------------------------ training / evaluation / io
-    def train(self, batches: Sequence[TrainingBatchLike], config: TrainingConfigLike | None = None) -> TrainingResult:
-        """Train with LOOM's loop; see :func:`loom.nn.training.train_network`."""
+    def train(
+        self,
+        batches: Sequence[TrainingBatchLike],
+        config: TrainingConfigLike | None = None,
+        *,
+        callbacks: Sequence[Callback] = (),
+    ) -> TrainingResult:
+        """Train with LOOM's loop; see :func:`loom.nn.training.train_network` (``callbacks``: Keras-style hooks)."""
         from loom.nn.training import train_network
 
-        return train_network(self, batches, config)
+        return train_network(self, batches, config, callbacks=callbacks)
 
     def fit(
         self,

@@ -15,7 +15,7 @@ import difflib
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -343,7 +343,9 @@ class _LoomBatchLines(Callback):
             self.reporter.batch(logs["epoch"], batch, self.batches, logs["loss"])
 
 
-def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> TrainingResult:
+def train_network(
+    net: Network, batches: Iterable[Any], config: Any = None, *, callbacks: Sequence[Callback] = ()
+) -> TrainingResult:
     """Train ``net`` with LOOM's loop.
 
     Parameters
@@ -353,6 +355,10 @@ def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> T
         ``TrainingBatch`` objects, ``{"Input": [...], "Target": [...]}`` dicts or
         ``(input, target)`` pairs, used in this order every epoch (unless ``shuffle``).
     config : TrainingConfig or dict, optional
+    callbacks : sequence of Callback
+        Keras-style hooks run after LOOM's own bookkeeping each epoch (``logs``: ``loss``,
+        ``learning_rate``); setting ``net.stop_training = True`` in one ends training after
+        that epoch, and the result then holds the epochs that ran.
 
     Returns
     -------
@@ -367,15 +373,21 @@ def train_network(net: Network, batches: Iterable[Any], config: Any = None) -> T
     cfg = _coerce_config(config)
     _use_requested_backend(net, cfg, config)
     if cfg.distributed is False:
-        return _train(net, batches, cfg, None)
+        return _train(net, batches, cfg, None, callbacks)
     from loom.nn.data_parallel import start_data_parallel
 
     parallel = start_data_parallel(net, cfg.distributed, "training config.distributed")
     with parallel.guard():
-        return _train(net, batches, cfg, parallel)
+        return _train(net, batches, cfg, parallel, callbacks)
 
 
-def _train(net: Network, batches: Iterable[Any], cfg: TrainingConfig, parallel: DataParallel | None) -> TrainingResult:
+def _train(
+    net: Network,
+    batches: Iterable[Any],
+    cfg: TrainingConfig,
+    parallel: DataParallel | None,
+    user_callbacks: Sequence[Callback],
+) -> TrainingResult:
     data = _prepare_batches(net, batches)
     result = TrainingResult()
     if cfg.epochs == 0:
@@ -435,6 +447,7 @@ def _train(net: Network, batches: Iterable[Any], cfg: TrainingConfig, parallel: 
             )
         if progress is not None:
             callbacks.append(progress)
+        callbacks += [c for c in user_callbacks if main or not c.main_process_only]
 
         def summarize(stats: EpochStats) -> dict[str, Any]:
             return {"loss": stats.loss_sum / stats.batches, "learning_rate": stats.learning_rate}
@@ -456,7 +469,7 @@ def _train(net: Network, batches: Iterable[Any], cfg: TrainingConfig, parallel: 
     net.array_backend.synchronize()
     result.total_time = time.perf_counter() - start
     result.final_loss = result.loss_history[-1]
-    result.avg_throughput = samples_per_epoch * cfg.epochs / max(result.total_time, 1e-12)
+    result.avg_throughput = samples_per_epoch * len(result.loss_history) / max(result.total_time, 1e-12)
     if reporter is not None:
         reporter.complete(result)
     return result
