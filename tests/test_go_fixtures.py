@@ -1,7 +1,7 @@
 """Golden cases recorded from the reference Go LOOM (``fixtures/loom-go``), through the public API.
 
-What must match (``spec/decisions.md``): forward outputs of the saved models
-(before and after training), bit-exact save/load round trips, evaluation
+What must match (``docs/differences-from-go.md#kept-exactly-as-go-forward-semantics``): forward
+outputs of the saved models (before and after training), bit-exact save/load round trips, evaluation
 metrics, and — where Go's gradients are exact — the training loss history and
 the trained weights. Elsewhere loom trains with exact gradients on purpose and
 must lower the loss.
@@ -41,7 +41,7 @@ def _layers(cfg: dict) -> list[dict]:
 
 
 def go_gradients_exact(fix: dict) -> bool:
-    """True where Go LOOM's training uses exact gradients for every parameter (decisions.md)."""
+    """True where Go LOOM's training uses exact gradients for every parameter (docs/differences-from-go.md)."""
     for layer in _layers(fix["network_config"]):
         kind = layer["type"]
         if kind == "dense":

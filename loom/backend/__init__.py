@@ -30,7 +30,7 @@ One module per concern:
 
 from __future__ import annotations
 
-from loom.backend.array_backend import Backend, backend_of, to_numpy
+from loom.backend.array_backend import Backend, to_numpy
 from loom.backend.constants import device_constant
 from loom.backend.graphs import DeviceGraph
 from loom.backend.selection import (
@@ -40,6 +40,7 @@ from loom.backend.selection import (
     _current,
     _initial_backend_name,
     _numpy_backend,
+    backend_of,
     cupy_available,
     current_backend,
     get_backend,

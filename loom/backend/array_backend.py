@@ -11,7 +11,7 @@ import numpy as np
 
 from loom.backend.graphs import DeviceGraph
 
-__all__ = ["Backend", "backend_of", "to_numpy"]
+__all__ = ["Backend", "to_numpy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,16 +108,6 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
-
-
-def backend_of(array: Any) -> Backend:
-    """The backend an array belongs to (NumPy for anything that is not a CuPy array)."""
-    from loom.backend.selection import _cupy_backend, _numpy_backend
-
-    module = type(array).__module__
-    if module.startswith("cupy"):
-        return _cupy_backend()
-    return _numpy_backend()
 
 
 def to_numpy(array: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Which backend is current: names, lazy CuPy import, the ``ContextVar`` and its switches."""
+"""Which backend is current: names, lazy CuPy import, the ``ContextVar`` and its switches; an array's backend."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextvars
 import functools
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from loom.errors import BackendUnavailableError, ConfigError
 
 __all__ = [
     "BACKEND_NAMES",
+    "backend_of",
     "cupy_available",
     "current_backend",
     "get_backend",
@@ -61,6 +63,14 @@ def _cupy_backend() -> Backend:
     import array_api_compat.cupy as xp_cupy
 
     return Backend("cupy", cupy, xp_cupy, cupy.float32)
+
+
+def backend_of(array: Any) -> Backend:
+    """The backend an array belongs to (NumPy for anything that is not a CuPy array)."""
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        return _cupy_backend()
+    return _numpy_backend()
 
 
 def cupy_available() -> bool:

@@ -34,9 +34,8 @@ from loom.compat.bridge import ErrorText, JSONCallError, decode_arguments, fail,
 from loom.compat.layer_json import layer_config_to_json
 from loom.compat.network import CompatNetwork
 from loom.errors import LoomError
-from loom.nn.network import create_network_from_json, new_network
+from loom.nn.network import create_network_from_json, load_model_from_string, new_network
 from loom.nn.registry import LAYER_INIT_FUNCTIONS
-from loom.nn.serialization import load_model_from_string
 
 __all__ = [
     "INIT_LAYER_FUNCTIONS",

@@ -31,8 +31,8 @@ from loom.compat.layer_json import layer_config_from_json, layer_config_to_json
 from loom.errors import LoomError
 from loom.nn.network import Network, new_network
 from loom.nn.network import create_network_from_json as _create
+from loom.nn.network import load_model_from_string as _load
 from loom.nn.registry import LAYER_INIT_FUNCTIONS
-from loom.nn.serialization import load_model_from_string as _load
 from loom.nn.training import TrainingConfig
 from loom.ops.activations import Activation
 

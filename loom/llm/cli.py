@@ -81,7 +81,8 @@ def run_generate(args: argparse.Namespace) -> int:
     """
     from loom.llm.generation import TextGenerator
     from loom.llm.loader import default_model_path, load_transformer
-    from loom.llm.tokenizer import load_tokenizer
+    from loom.llm.sampling import SamplingParams
+    from loom.llm.tokenizer_loader import load_tokenizer
 
     if args.max_tokens < 0:
         return _fail(f"--max-tokens must be >= 0, got {args.max_tokens}")
@@ -103,9 +104,8 @@ def run_generate(args: argparse.Namespace) -> int:
         if not args.chat:
             out.write(args.prompt)
             out.flush()
-        for piece in generator.stream(
-            args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed, chat=args.chat
-        ):
+        sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+        for piece in generator.stream(args.prompt, args.max_tokens, sampling=sampling, chat=args.chat):
             out.write(piece)
             out.flush()
     except KeyboardInterrupt:

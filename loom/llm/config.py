@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loom import safe_json
-from loom.errors import ModelFormatError
+from loom.errors import ModelFormatError, ShapeError
 
 __all__ = ["SUPPORTED_ARCHITECTURES", "RopeConfig", "TransformerConfig", "load_config_file"]
 
@@ -157,6 +159,36 @@ class TransformerConfig:
     def qkv_size(self) -> int:
         """Width of the fused Q/K/V projection output."""
         return (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+
+    @property
+    def context_length(self) -> int | None:
+        """Most positions a sequence may hold: ``max_position_embeddings`` for GPT-2's learned
+        positions and LLaMA's ``dynamic`` RoPE, ``None`` (no limit) for the other RoPE types."""
+        limited = self.architecture != "llama" or (self.rope is not None and self.rope.rope_type == "dynamic")
+        return self.max_position_embeddings if limited else None
+
+    def check_length(self, n: int) -> None:
+        """``ShapeError`` when a sequence of ``n`` positions exceeds :attr:`context_length`."""
+        limit = self.context_length
+        if limit is not None and n > limit:
+            raise ShapeError(
+                f"sequence of {n} tokens exceeds the model's context of {limit} "
+                "positions (max_position_embeddings / n_positions)"
+            )
+
+    def token_ids(self, ids: Any) -> np.ndarray:
+        """``ids`` as a 1-D int64 NumPy array of valid token ids (``ShapeError`` naming the problem)."""
+        array = np.asarray(ids)
+        if array.ndim != 1 or array.size == 0:
+            raise ShapeError(f"token ids: expected a non-empty 1-D sequence, got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ShapeError(f"token ids: expected integers, got dtype {array.dtype}")
+        bad = (array < 0) | (array >= self.vocab_size)
+        if bad.any():
+            raise ShapeError(
+                f"token ids: {int(array[bad][0])} is out of range; expected 0 <= id < vocab_size ({self.vocab_size})"
+            )
+        return array.astype(np.int64, copy=False)
 
     @classmethod
     def from_dict(

@@ -1,7 +1,8 @@
 """Text in, text out: a :class:`TextGenerator` pairs a Transformer with its Tokenizer.
 
 It turns a prompt (optionally wrapped in the model's chat template) into ids,
-runs :meth:`loom.llm.model.Transformer.stream`, and turns the new ids back into
+runs :meth:`loom.llm.model.Transformer.stream` with the call's
+:class:`~loom.llm.sampling.SamplingParams`, and turns the new ids back into
 text with the tokenizer's incremental stream decoder, so multi-byte characters
 split over several tokens are never printed half-way. Generation stops at the
 model's EOS ids, the tokenizer's EOS ids and any end-of-turn special token the
@@ -15,11 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from loom.llm.model import Transformer
+from loom.llm.sampling import SamplingParams
 
-__all__ = ["GenerationStats", "TextGenerator"]
+__all__ = ["DEFAULT_TEMPERATURE", "GenerationStats", "TextGenerator"]
+
+#: Temperature of a :class:`TextGenerator` call that names none (LOOM's default).
+DEFAULT_TEMPERATURE = 0.7
 
 #: Special tokens that close a chat turn in common templates.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -89,30 +92,37 @@ class TextGenerator:
             ids += [i for i in (to_id(t) for t in END_OF_TURN_TOKENS) if i is not None]
         return list(dict.fromkeys(int(i) for i in ids))
 
+    def sampling(
+        self, temperature: float | None = None, sampling: SamplingParams | None = None, **options: Any
+    ) -> SamplingParams:
+        """The :class:`~loom.llm.sampling.SamplingParams` of a call: ``sampling`` (default: temperature
+        :data:`DEFAULT_TEMPERATURE`) with ``temperature`` and the other given fields (``top_k=``, ``top_p=``,
+        ``seed=``) replaced."""
+        params = sampling if sampling is not None else SamplingParams(DEFAULT_TEMPERATURE)
+        if temperature is not None:
+            options["temperature"] = temperature
+        return params.with_options(**options)
+
     def stream_ids(
         self,
         prompt: str,
         max_tokens: int = 50,
-        temperature: float = 0.7,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
+        temperature: float | None = None,
+        *,
+        sampling: SamplingParams | None = None,
         chat: bool = False,
+        **options: Any,
     ) -> Iterator[int]:
-        """Yield new token ids for ``prompt``; updates :attr:`last_stats` as it goes."""
+        """Yield new token ids for ``prompt``; updates :attr:`last_stats` as it goes.
+
+        Parameters are those of :meth:`generate_text`.
+        """
+        params = self.sampling(temperature, sampling, **options)
         ids = self.prompt_ids(prompt, chat=chat)
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         started = time.perf_counter()
         first_at = started
-        for token in self.model.stream(
-            ids,
-            max_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            rng=np.random.default_rng(seed),
-            stop_ids=self.stop_ids(),
-        ):
+        for token in self.model.stream(ids, max_tokens, params, stop_ids=self.stop_ids()):
             now = time.perf_counter()
             if stats.new_tokens == 0:
                 first_at = now
@@ -125,11 +135,11 @@ class TextGenerator:
         self,
         prompt: str,
         max_tokens: int = 50,
-        temperature: float = 0.7,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
+        temperature: float | None = None,
+        *,
+        sampling: SamplingParams | None = None,
         chat: bool = False,
+        **options: Any,
     ) -> Iterator[str]:
         """Yield the completion as text pieces as soon as they are complete characters.
 
@@ -137,7 +147,8 @@ class TextGenerator:
         EOS) are not shown.
         """
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
-        for token in self.stream_ids(prompt, max_tokens, temperature, top_k, top_p, seed, chat):
+        params = self.sampling(temperature, sampling, **options)
+        for token in self.stream_ids(prompt, max_tokens, sampling=params, chat=chat):
             piece = decoder.step(token)
             if piece:
                 yield piece
@@ -149,11 +160,11 @@ class TextGenerator:
         self,
         prompt: str,
         max_tokens: int = 50,
-        temperature: float = 0.7,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
+        temperature: float | None = None,
+        *,
+        sampling: SamplingParams | None = None,
         chat: bool = False,
+        **options: Any,
     ) -> str:
         """Complete ``prompt`` and return the new text (without the prompt).
 
@@ -163,19 +174,19 @@ class TextGenerator:
             Input text (a user message when ``chat`` is true).
         max_tokens : int
             Maximum number of new tokens.
-        temperature : float
-            0 for greedy decoding, > 0 to sample.
-        top_k, top_p : optional
-            Sampling filters.
-        seed : int, optional
-            Seed for reproducible sampling.
+        temperature : float, optional
+            0 for greedy decoding, > 0 to sample (default: ``sampling``'s, else 0.7).
+        sampling : SamplingParams, optional
+            Temperature, top-k, top-p and seed in one value.
         chat : bool
             Wrap the prompt with the tokenizer's chat template.
+        **options
+            Fields of :class:`~loom.llm.sampling.SamplingParams` (``top_k=``, ``top_p=``, ``seed=``).
 
         Returns
         -------
         str
             The generated continuation.
         """
-        new_ids = list(self.stream_ids(prompt, max_tokens, temperature, top_k, top_p, seed, chat))
+        new_ids = list(self.stream_ids(prompt, max_tokens, temperature, sampling=sampling, chat=chat, **options))
         return self.tokenizer.decode(new_ids, skip_special_tokens=True)

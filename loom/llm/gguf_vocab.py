@@ -32,6 +32,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
 from loom.errors import ModelFormatError
+from loom.llm.tokenizer import Tokenizer
 
 __all__ = ["GGUF_PRE_TOKENIZERS", "PreTokenizerSpec", "build_gguf_backend", "tokenizer_from_gguf"]
 
@@ -480,8 +481,6 @@ def tokenizer_from_gguf(metadata: Mapping[str, Any], source: str):
     Tokenizer
         With BOS/EOS tokens, EOS ids (EOS, EOT, EOM) and the chat template from the file.
     """
-    from loom.llm.tokenizer import Tokenizer
-
     backend, _ = build_gguf_backend(metadata, source)
     tokens = metadata["tokenizer.ggml.tokens"]
     named: dict[str, str | None] = {}

@@ -33,35 +33,16 @@ import numpy as np
 
 from loom.backend.cuda_llm import LLMKernels, argmax_from_key, fused_support, llm_kernels, vector_width
 from loom.errors import ShapeError
-from loom.llm.sampling import sample_array
+from loom.llm.sampling import Sampler
 from loom.ops.transformer import decode_attention
 
 if TYPE_CHECKING:
     from loom.llm.model import RunState, Transformer
 
-__all__ = ["FusedDecoder", "FusedModel", "GraphDecoder", "Sampling", "build_decoder", "fused_model"]
+__all__ = ["FusedDecoder", "FusedModel", "GraphDecoder", "build_decoder", "fused_model"]
 
 Array = Any
 _REDUCED = ("float16", "bfloat16")
-
-
-@dataclass
-class Sampling:
-    """How a decoder picks the next token: greedy (``temperature <= 0``) or a seeded draw."""
-
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    rng: np.random.Generator | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-    def pick(self, logits: Array, xp: Any) -> Array:
-        """The chosen index of device logits ``[V]`` as a 0-d device array (one ``rng.random()`` draw)."""
-        rng = self.rng if self.rng is not None else np.random.default_rng()
-        return sample_array(logits, rng.random(), xp, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
 def _to_format(raw: Any, matrix: Array, fmt: str, columns: int) -> Array:
@@ -131,7 +112,7 @@ class FusedModel:
         """``(cos, sin, R)`` tables covering ``positions`` positions, or None without RoPE."""
         if not self.rotary:
             return None
-        cos, sin = self.model._rope(positions)
+        cos, sin = self.model.rope.upto(positions)
         return cos, sin, self.rotary
 
     def forward(self, idx: Array, state: RunState | None, start: int, last_only: bool) -> Array:
@@ -175,18 +156,18 @@ class FusedDecoder:
         The model.
     state : RunState
         Its KV cache, already holding the prompt; :meth:`step` appends one token.
-    sampling : Sampling
+    sampling : Sampler
         Greedy or sampled choice of the next token.
     """
 
-    def __init__(self, fused: FusedModel, state: RunState, sampling: Sampling | None = None) -> None:
+    def __init__(self, fused: FusedModel, state: RunState, sampling: Sampler | None = None) -> None:
         model = fused.model
         be, raw = model.backend, model.backend.raw
         h, _, hd = fused.heads
         if state.pos >= state.max_seq_len:
             raise ShapeError(f"KV cache holds {state.max_seq_len} positions and is full")
         self.fused, self.state = fused, state
-        self.sampling = sampling if sampling is not None else Sampling()
+        self.sampling = sampling if sampling is not None else Sampler()
         self.backend = be
         splits = min(32, max(1, math.ceil(state.max_seq_len / 128)))
         self.io = raw.zeros(2, dtype=raw.int32)  # token, position
@@ -256,10 +237,10 @@ class GraphDecoder:
     is recorded once per generation and replayed for each new token.
     """
 
-    def __init__(self, model: Transformer, state: RunState, sampling: Sampling | None = None) -> None:
+    def __init__(self, model: Transformer, state: RunState, sampling: Sampler | None = None) -> None:
         be = model.backend
         self.model, self.state = model, state
-        self.sampling = sampling if sampling is not None else Sampling()
+        self.sampling = sampling if sampling is not None else Sampler()
         self.token = be.zeros((1,), np.int64)
         self.pos = be.zeros((1,), np.int64)
         self.positions = be.raw.arange(state.max_seq_len)  # [S_max]
@@ -267,7 +248,7 @@ class GraphDecoder:
         self.next_token: Array = None
         self.pos.fill(state.pos)  # warm-up writes the slot the first real step overwrites
         if model._is_llama:
-            model._rope(state.max_seq_len)
+            model.rope.upto(state.max_seq_len)
         be.synchronize()  # the graph's stream does not wait for the default stream
         self.graph = be.capture(self.run_step)
 
@@ -284,8 +265,8 @@ class GraphDecoder:
             x = x + xp.take(w.positions, pos, axis=0)  # [1, D]
         cos = sin = None
         if model._is_llama:
-            cos = xp.take(model._cos, pos, axis=0)  # [1, R]
-            sin = xp.take(model._sin, pos, axis=0)  # [1, R]
+            cos = xp.take(model.rope.cos, pos, axis=0)  # [1, R]
+            sin = xp.take(model.rope.sin, pos, axis=0)  # [1, R]
         visible = self.positions <= pos  # [S_max]
 
         def attend(i: int, q: Array, k: Array, v: Array) -> Array:
@@ -324,7 +305,7 @@ class GraphDecoder:
         return nxt
 
 
-def build_decoder(model: Transformer, state: RunState, sampling: Sampling) -> FusedDecoder | GraphDecoder | None:
+def build_decoder(model: Transformer, state: RunState, sampling: Sampler) -> FusedDecoder | GraphDecoder | None:
     """The fastest decoder for ``model`` here: fused kernels, else a recorded generic step, else None (eager)."""
     fused = model._fused_path()
     if fused is not None:

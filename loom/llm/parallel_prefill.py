@@ -12,11 +12,14 @@ ufunc loops over large arrays, so the element-wise work runs on every core too.
 No multi-threaded BLAS call may run in between (e.g. the LM head): OpenBLAS's
 own threads then keep spinning for a while on the cores the workers need.
 
-This module only schedules: :meth:`RowParallel.run` runs one phase on all
-workers and returns when every share is done (a barrier), re-raising the
-first exception. :func:`split_rows` and :func:`balance_blocks` say which rows
-and which causal-attention query blocks each worker takes. The transformer
-math stays in :class:`loom.llm.model.Transformer`.
+:meth:`RowParallel.run` runs one phase on all workers and returns when every
+share is done (a barrier), re-raising the first exception. :func:`split_rows`
+and :func:`balance_blocks` say which rows and which causal-attention query
+blocks each worker takes. :func:`prefill_rows_parallel` is the prefill itself:
+the decoder blocks of :class:`loom.llm.model.Transformer` (its two row-wise
+halves, ``_attention_in`` and ``_attention_out_mlp``, and the attention of
+:mod:`loom.ops.transformer` between them) phase by phase, then the LM head;
+:func:`parallel_workers` says when a prefill runs this way.
 """
 
 from __future__ import annotations
@@ -27,11 +30,24 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import ConfigError
+from loom.ops.transformer import causal_attention, causal_attention_block
 
-__all__ = ["RowParallel", "balance_blocks", "prefill_workers", "row_parallel", "single_threaded_blas", "split_rows"]
+if TYPE_CHECKING:
+    from loom.llm.model import RunState, Transformer
+
+__all__ = [
+    "RowParallel",
+    "balance_blocks",
+    "parallel_workers",
+    "prefill_rows_parallel",
+    "prefill_workers",
+    "row_parallel",
+    "single_threaded_blas",
+    "split_rows",
+]
 
 ENV_THREADS = "LOOM_PREFILL_THREADS"
 
@@ -195,3 +211,153 @@ def row_parallel(workers: int) -> RowParallel:
                 _pool.shutdown(wait=False)  # a run still using it finishes its queued shares
             _pool = RowParallel(workers)
         return _pool
+
+
+# ----------------------------------------------------------------------------- the prefill
+Array = Any
+
+
+def parallel_workers(model: Transformer, t: int) -> int:
+    """Workers of a row-parallel prefill of ``t`` tokens on ``model`` (1: run serially).
+
+    NumPy prefills with at least ``model.parallel_min_rows`` tokens per core run on all
+    cores; with fewer, multi-threaded BLAS on all rows wins: on 2 cores (SmolLM2-135M) the
+    row split lost at 128 tokens, broke even near 192 and gained 5% at 256, 8% at 384 tokens.
+    ``$LOOM_PREFILL_THREADS=1`` turns it off.
+    """
+    if model.backend.name != "numpy" or t < 2 * model.parallel_min_rows:  # decode steps stop here
+        return 1
+    workers = prefill_workers()
+    return workers if workers > 1 and t >= workers * model.parallel_min_rows else 1
+
+
+def prefill_rows_parallel(
+    model: Transformer,
+    x: Array,
+    state: RunState | None,
+    start: int,
+    cos: Array,
+    sin: Array,
+    workers: int,
+    last_only: bool = False,
+) -> Array:
+    """:meth:`Transformer.forward <loom.llm.model.Transformer.forward>` of the ``[T, D]`` embedded rows ``x``,
+    row-parallel on ``workers`` threads: ``[T, V]`` logits (``[1, V]`` with ``last_only``).
+
+    One BLAS thread per worker, the LM head included: a multi-threaded BLAS call would
+    leave OpenBLAS's threads spinning on the cores the next prefill needs.
+    """
+    pool, t = row_parallel(workers), x.shape[0]
+    with single_threaded_blas():
+        x = _layers(model, x, state, start, cos, sin, pool, last_only)  # [T', D]
+        if state is not None:
+            state.pos = start + t
+        return _head(model, x[-1:] if last_only else x, pool)  # [T', V]
+
+
+def _layers(
+    model: Transformer,
+    x: Array,
+    state: RunState | None,
+    start: int,
+    cos: Array,
+    sin: Array,
+    pool: RowParallel,
+    last_only: bool,
+) -> Array:
+    """All decoder blocks over ``[T, D]`` rows ``x`` (owned, updated in place), row-parallel.
+
+    Per layer: phase A (norm, QKV, RoPE, K/V into the cache) on contiguous
+    row ranges; phase B (causal attention) on query blocks dealt by cost;
+    phase C (out projection, MLP) on the same row ranges as phase A, fused
+    with the next layer's phase A. Each phase ends when every worker is done.
+    With ``last_only`` the last layer after its phase A runs for the last row
+    only, in the calling thread, and ``[1, D]`` is returned.
+    """
+    xp, cfg = model.backend.xp, model.config
+    t = x.shape[0]
+    h_q, h_kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    layers, scales = model.weights.layers, model._scales
+    if state is not None:
+        keys, values = state.keys, state.values  # [L, Hk, S_max, hd]
+        key_rows = start
+    else:  # no cache: one scratch layer, reused (phase B of a layer ends before the next phase A)
+        keys = xp.empty((1, h_kv, t, hd), dtype=x.dtype)
+        values = xp.empty((1, h_kv, t, hd), dtype=x.dtype)
+        key_rows = 0
+    q_all = xp.empty((t, h_q, hd), dtype=x.dtype)  # [T, H, hd]
+    att = xp.empty((t, h_q * hd), dtype=x.dtype)  # [T, H*hd]
+    rows = split_rows(t, pool.workers)
+    blocks = balance_blocks(t, start, model._attention_block, pool.workers)
+    quiet = model._quiet_overflow
+
+    def phase_a(i: int, r0: int, r1: int) -> None:
+        c = s = None
+        if cos is not None:
+            c, s = cos[r0:r1], sin[r0:r1]
+        q, k, v = model._attention_in(x[r0:r1], layers[i], c, s)
+        q_all[r0:r1] = q
+        j = i if state is not None else 0
+        keys[j, :, key_rows + r0 : key_rows + r1, :] = k
+        values[j, :, key_rows + r0 : key_rows + r1, :] = v
+
+    def first(w: int) -> None:
+        with quiet():
+            phase_a(0, *rows[w])
+
+    def attention(i: int) -> Callable[[int], None]:
+        j = i if state is not None else 0
+
+        def task(w: int) -> None:
+            with quiet():
+                for b0, b1 in blocks[w]:
+                    visible = key_rows + b1
+                    att[b0:b1] = causal_attention_block(
+                        q_all[b0:b1], keys[j, :, :visible], values[j, :, :visible], start + b0, scales[i], xp
+                    )  # [B, H*hd]
+
+        return task
+
+    def mlp_then_next(i: int) -> Callable[[int], None]:
+        def task(w: int) -> None:
+            r0, r1 = rows[w]
+            with quiet():
+                x[r0:r1] = model._attention_out_mlp(x[r0:r1], att[r0:r1], layers[i])
+                if i + 1 < len(layers):
+                    phase_a(i + 1, r0, r1)
+
+        return task
+
+    pool.run(first)
+    for i in range(len(layers) - 1 if last_only else len(layers)):
+        pool.run(attention(i))
+        pool.run(mlp_then_next(i))
+    if not last_only:
+        return x
+    i = len(layers) - 1  # its keys/values are cached; the same ops as Transformer._block(last_row=True)
+    j, s = (i if state is not None else 0), key_rows + t
+    with quiet():
+        a = causal_attention(q_all[-1:], keys[j, :, :s], values[j, :, :s], s - 1, scales[i], xp)
+        return model._attention_out_mlp(x[-1:], a, layers[i])  # [1, D]
+
+
+def _head(model: Transformer, x: Array, pool: RowParallel) -> Array:
+    """Final norm and LM head of ``[T', D]`` rows -> ``[T', V]`` logits, row- or column-parallel on ``pool``."""
+    w = model.weights
+    logits = model.backend.xp.empty((x.shape[0], w.head.shape[1]), dtype=x.dtype)  # [T', V]
+    if x.shape[0] < pool.workers:  # last row only: each worker reads a share of the head's columns
+        h = model._norm(x, w.final_norm, w.final_norm_bias)  # [T', D]
+        cols = split_rows(w.head.shape[1], pool.workers)
+
+        def task(i: int) -> None:
+            c0, c1 = cols[i]
+            logits[:, c0:c1] = h @ w.head[:, c0:c1]
+    else:
+        rows = split_rows(x.shape[0], pool.workers)
+
+        def task(i: int) -> None:
+            r0, r1 = rows[i]
+            logits[r0:r1] = model._norm(x[r0:r1], w.final_norm, w.final_norm_bias) @ w.head
+
+    pool.run(task)
+    return logits

@@ -12,18 +12,21 @@ scaling applied to cos/sin (1.0 except for YaRN). Supported ``rope_type``:
 * ``yarn`` – NTK-by-parts interpolation with the ``mscale`` attention factor.
 
 Everything runs on the host in NumPy at load time; the per-position tables are
-built by :func:`loom.ops.transformer.rope_tables`.
+built by :func:`loom.ops.rope.rope_tables`, the RoPE ``loom.nn``'s attention uses too, and
+kept on the model's device by :class:`RopeTables`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from loom.llm.config import RopeConfig
+from loom.ops.rope import rope_frequencies, rope_tables
 
-__all__ = ["rope_inv_freq"]
+__all__ = ["RopeTables", "rope_inv_freq"]
 
 
 def rope_inv_freq(rope: RopeConfig) -> tuple[np.ndarray, float]:
@@ -49,8 +52,7 @@ def rope_inv_freq(rope: RopeConfig) -> tuple[np.ndarray, float]:
     ([1.0, 0.009999999776482582], 1.0)
     """
     dim = rope.rotary_dim
-    exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-    inv_freq = (1.0 / (np.float32(rope.theta) ** exponents)).astype(np.float32)  # [dim/2], as torch
+    inv_freq = rope_frequencies(rope.theta, dim, np.float32)  # [dim/2], in float32 as torch
     params = rope.params
     if rope.rope_type in ("default", "dynamic"):
         return inv_freq, 1.0
@@ -111,3 +113,57 @@ def _yarn(rope: RopeConfig, dim: int) -> tuple[np.ndarray, float]:
     extrapolation_factor = (1 - ramp).astype(np.float32)
     inv_freq = interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor
     return inv_freq.astype(np.float32), float(attention_factor)
+
+
+class RopeTables:
+    """A model's RoPE cos/sin tables on its device, grown on demand (doubling) up to its context.
+
+    Parameters
+    ----------
+    rope : RopeConfig
+        The model's RoPE settings.
+    xp : module
+        Namespace of the model's backend.
+    dtype : dtype
+        The model's compute dtype.
+    max_positions : int, optional
+        The model's context (tables never grow past it).
+
+    Attributes
+    ----------
+    cos, sin : array
+        ``[P, R]`` tables of the positions built so far (``None`` before the first use).
+    """
+
+    def __init__(self, rope: RopeConfig, xp: Any, dtype: Any, max_positions: int | None = None) -> None:
+        self.inv_freq, self.scaling = rope_inv_freq(rope)
+        self.xp, self.dtype, self.max_positions = xp, dtype, max_positions
+        self.cos: Any = None
+        self.sin: Any = None
+
+    def upto(self, n: int) -> tuple[Any, Any]:
+        """The tables, covering at least positions ``0 .. n-1`` (``[P, R]``, ``P >= n``)."""
+        if self.cos is None or self.cos.shape[0] < n:
+            size = max(n, 256, 2 * (0 if self.cos is None else self.cos.shape[0]))
+            if self.max_positions is not None:
+                size = min(size, self.max_positions)
+            cos, sin = rope_tables(self.inv_freq, size, self.scaling, self.xp)
+            if cos.dtype != self.dtype:
+                cos, sin = self.xp.astype(cos, self.dtype), self.xp.astype(sin, self.dtype)
+            self.cos, self.sin = cos, sin
+        return self.cos, self.sin
+
+    def rows(self, start: int, t: int, heads: int) -> tuple[Any, Any]:
+        """Tables of positions ``start .. start+T-1``: ``[T, R]``, or ``[T, heads, R]`` when ``T > 1``.
+
+        For many tokens the rows are repeated for the ``heads`` rotated heads once (contiguous),
+        rather than broadcast in every layer.
+        """
+        xp = self.xp
+        cos, sin = self.upto(start + t)
+        cos, sin = cos[start : start + t], sin[start : start + t]  # [T, R]
+        if t > 1:
+            shape = (t, heads, cos.shape[-1])
+            cos = xp.asarray(xp.broadcast_to(cos[:, None, :], shape), copy=True)  # [T, heads, R]
+            sin = xp.asarray(xp.broadcast_to(sin[:, None, :], shape), copy=True)
+        return cos, sin

@@ -10,15 +10,31 @@ tokens every run. Filters follow Hugging Face's warpers, applied in its order
 logits that stay on a device: it takes the uniform number instead of the
 generator (one ``rng.random()`` per token, as :func:`sample` draws), so a
 seeded generation picks the same tokens on NumPy and on CuPy.
+
+:class:`SamplingParams` is the one value that says how tokens are chosen
+(temperature, top-k, top-p, seed); it travels unchanged from
+:class:`~loom.llm.generation.TextGenerator`, the module functions of
+:mod:`loom.llm.api` and :meth:`~loom.llm.model.Transformer.generate` /
+``stream`` down to the decoders. A :class:`Sampler` is that value with the random
+generator of one generation.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from loom.backend import to_numpy
+from loom.errors import ConfigError
+
 __all__ = [
+    "Sampler",
+    "SamplingParams",
     "apply_temperature",
     "greedy",
     "probabilities",
@@ -230,3 +246,110 @@ def sample_array(
 def _probabilities_array(logits: Any, xp: Any) -> Any:
     e = xp.exp(logits - xp.max(logits))
     return e / xp.sum(e)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen: greedy (``temperature <= 0``) or a filtered, seeded draw.
+
+    Parameters
+    ----------
+    temperature : float
+        Softmax temperature; ``<= 0`` picks the most likely token.
+    top_k : int, optional
+        Keep only the ``top_k`` most likely tokens (``>= 1``).
+    top_p : float, optional
+        Nucleus sampling: keep the most likely tokens whose mass reaches ``top_p`` (in ``(0, 1]``).
+    seed : int, optional
+        Seed of the generator the draws come from (the same seed, the same tokens).
+
+    Raises
+    ------
+    ConfigError
+        Naming the field, for a value outside these ranges.
+
+    Examples
+    --------
+    >>> SamplingParams(temperature=0.7, top_p=0.9).greedy
+    False
+    >>> SamplingParams().with_options(top_k=5)
+    SamplingParams(temperature=0.0, top_k=5, top_p=None, seed=None)
+    """
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, numbers.Real):
+            raise ConfigError(f"temperature: expected a number, got {self.temperature!r:.80}")
+        if not math.isfinite(self.temperature):
+            raise ConfigError(f"temperature: expected a finite number, got {self.temperature!r}")
+        if self.top_k is not None and not (_is_integer(self.top_k) and self.top_k >= 1):
+            raise ConfigError(f"top_k: expected an integer >= 1 or None, got {self.top_k!r:.80}")
+        if self.top_p is not None and (
+            isinstance(self.top_p, bool) or not isinstance(self.top_p, numbers.Real) or not 0 < self.top_p <= 1
+        ):
+            raise ConfigError(f"top_p: expected a number in (0, 1] or None, got {self.top_p!r:.80}")
+        if self.seed is not None and not _is_integer(self.seed):
+            raise ConfigError(f"seed: expected an integer or None, got {self.seed!r:.80}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the most likely token is always chosen."""
+        return self.temperature <= 0
+
+    def with_options(self, **options: Any) -> SamplingParams:
+        """A copy with the given fields replaced (``temperature=``, ``top_k=``, ``top_p=``, ``seed=``).
+
+        Raises ``TypeError`` for any other keyword, naming it and the accepted ones.
+        """
+        if not options:
+            return self
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise TypeError(f"unexpected sampling option {unknown[0]!r}; accepted: {', '.join(fields)}")
+        return dataclasses.replace(self, **options)
+
+
+@dataclass
+class Sampler:
+    """The choice of every token of one generation: :class:`SamplingParams` and the generator drawn from.
+
+    Parameters
+    ----------
+    params : SamplingParams
+        How to choose.
+    rng : numpy.random.Generator, optional
+        Source of the draws (default: a new one seeded with ``params.seed``).
+    """
+
+    params: SamplingParams = SamplingParams()
+    rng: np.random.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.rng is None:
+            self.rng = np.random.default_rng(self.params.seed)
+
+    @property
+    def greedy(self) -> bool:
+        """True when the most likely token is always chosen."""
+        return self.params.greedy
+
+    def choose(self, logits: Any, xp: Any) -> int:
+        """The next token of ``[V]`` logits on any backend: a device argmax, or a host draw."""
+        p = self.params
+        if p.greedy:
+            return int(xp.argmax(logits))
+        return sample(to_numpy(logits), self.rng, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p)
+
+    def pick(self, logits: Any, xp: Any) -> Any:
+        """The chosen index of device logits ``[V]`` as a 0-d device array (one ``rng.random()`` draw)."""
+        p = self.params
+        return sample_array(logits, self.rng.random(), xp, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -2,14 +2,16 @@
 
 from loom.nn.evaluation import DeviationMetrics, evaluate_predictions
 from loom.nn.layer_config import GridPosition, LayerConfig
-from loom.nn.network import Network, create_network_from_json, network_from_layers, new_network
-from loom.nn.plots import plot_history
-from loom.nn.serialization import (
+from loom.nn.network import (
+    Network,
+    create_network_from_json,
     load_model,
     load_model_from_string,
-    save_model,
-    save_model_to_string,
+    network_from_layers,
+    new_network,
 )
+from loom.nn.plots import plot_history
+from loom.nn.serialization import save_model, save_model_to_string
 from loom.nn.training import TrainingBatch, TrainingConfig, TrainingResult
 from loom.nn.training_callbacks import Callback, EarlyStopping, History, ModelCheckpoint
 

@@ -7,12 +7,17 @@ sizes that are unambiguous (top-level ``input_size``, a Dense's
 Untrusted input is bounded before anything is allocated: JSON nesting depth, every
 field's type and range (finite float32 numbers, sizes up to 2**31 - 1), every layer's
 geometry, and the parameter / activation budgets of :mod:`loom.limits`.
+
+One layer object is parsed by :func:`~loom.nn.layers.base.parse_layer` (with
+:data:`~loom.nn.layers.base.LAYER_KEYS` and :func:`~loom.nn.layers.base.lower_keys`), which
+lives with the layer kinds because a Parallel layer parses its branches with it; the three
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from loom import safe_json
@@ -20,12 +25,12 @@ from loom.errors import ConfigError
 from loom.limits import get_limits
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import kind_for
-from loom.nn.layers.base import spec_int
-from loom.ops.activations import activation_from_name
+from loom.nn.layers.base import LAYER_KEYS, lower_keys, parse_layer, spec_int
 
 __all__ = [
     "LAYER_KEYS",
     "TOP_LEVEL_KEYS",
+    "NetworkSpec",
     "apply_builder_defaults",
     "assign_paths",
     "infer_sizes",
@@ -35,56 +40,6 @@ __all__ = [
     "parse_layer",
     "parse_network_config",
 ]
-
-#: Every key a LOOM layer object may hold, in Go's LayerDefinition order (also the saved
-#: key order), then loom's extensions.
-LAYER_KEYS = (
-    "type",
-    "activation",
-    "width",
-    "height",
-    "input_size",
-    "output_size",
-    "input_channels",
-    "filters",
-    "kernel_size",
-    "stride",
-    "padding",
-    "input_height",
-    "input_width",
-    "output_height",
-    "output_width",
-    "d_model",
-    "num_heads",
-    "seq_length",
-    "hidden_size",
-    "softmax_variant",
-    "softmax_rows",
-    "softmax_cols",
-    "temperature",
-    "gumbel_noise",
-    "mask",
-    "hierarchy_levels",
-    "adaptive_clusters",
-    "mixture_weights",
-    "entmax_alpha",
-    "norm_size",
-    "epsilon",
-    "branches",
-    "combine_mode",
-    "grid_positions",
-    "grid_output_rows",
-    "grid_output_cols",
-    "grid_output_layers",
-    # loom extensions (Go ignores unknown keys, so bundles stay loadable there)
-    "num_kv_heads",
-    "head_dim",
-    "causal",
-    "rope_theta",
-    "stateful",
-    "name",
-    "comment",
-)
 
 #: Epsilon Go's builder stores for LayerNorm / RMSNorm when the JSON has none.
 BUILDER_EPSILON = 1e-5
@@ -104,37 +59,6 @@ TOP_LEVEL_KEYS = (
     "version",
     "comment",
 )
-
-
-def lower_keys(obj: dict[str, Any], path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Lower-case the keys of a JSON object (LOOM matches keys case-insensitively).
-
-    Unknown keys raise ``ConfigError`` with a "did you mean" hint.
-    """
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        low = str(key).lower()
-        if low not in allowed:
-            hint = difflib.get_close_matches(low, allowed, n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{path}.{key}: unknown key{did_you_mean}")
-        out[low] = value
-    return out
-
-
-def parse_layer(spec: Any, path: str) -> LayerConfig:
-    """One JSON layer object -> :class:`LayerConfig` (sizes not yet inferred)."""
-    spec = lower_keys(spec, path, LAYER_KEYS)
-    type_name = spec.get("type")
-    if not isinstance(type_name, str) or not type_name:
-        raise ConfigError(f"{path}.type: required (a layer type name such as 'dense')")
-    kind = kind_for(type_name, f"{path}.type")
-    cfg = LayerConfig(type=kind.type_name, path=path)
-    cfg.activation = activation_from_name(spec.get("activation"), f"{path}.activation")
-    kind.parse(cfg, spec, path)
-    return cfg
 
 
 def parameter_count(cfg: LayerConfig) -> int:
@@ -199,8 +123,26 @@ def parse_config_text(config: str | bytes | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def parse_network_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate a network config; returns grid dims, batch size, input size and layers."""
+@dataclass
+class NetworkSpec:
+    """What a ``Network`` is built from: its grid, batch size and layers (sizes inferred).
+
+    Produced from a JSON config (:func:`parse_network_config`) or a model bundle
+    (:func:`loom.nn.serialization.bundle_network_spec`, layers with their weights), and turned
+    into a network by :func:`loom.nn.network.network_from_spec`.
+    """
+
+    grid_rows: int
+    grid_cols: int
+    layers_per_cell: int
+    layers: list[LayerConfig]
+    batch_size: int = 1
+    input_size: int | None = None
+    model_id: Any = None
+
+
+def parse_network_config(config: dict[str, Any]) -> NetworkSpec:
+    """Validate a network config; returns its grid dims, batch size, input size and layers."""
     top = lower_keys(config, "config", TOP_LEVEL_KEYS)
     rows = spec_int(top, "grid_rows", "config")
     cols = spec_int(top, "grid_cols", "config")
@@ -218,12 +160,4 @@ def parse_network_config(config: dict[str, Any]) -> dict[str, Any]:
     layers = [parse_layer(spec, f"layers[{i}]") for i, spec in enumerate(raw_layers)]
     apply_builder_defaults(layers)
     infer_sizes(layers, input_size, batch)
-    return {
-        "grid_rows": rows,
-        "grid_cols": cols,
-        "layers_per_cell": lpc,
-        "batch_size": batch,
-        "input_size": input_size,
-        "layers": layers,
-        "id": top.get("id"),
-    }
+    return NetworkSpec(rows, cols, lpc, layers, batch_size=batch, input_size=input_size, model_id=top.get("id"))

@@ -31,10 +31,12 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from loom.errors import ConfigError
 from loom.nn.fused_codegen import compile_step
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers.base import kind_for
 from loom.nn.layers.parallel import COMBINE_MODES
+from loom.nn.loss_function import LossFunction
 
 if TYPE_CHECKING:
     from loom.nn.flat_parameters import FlatParameters
@@ -186,9 +188,6 @@ def fused_step_source(net: Network, batch_size: int | None = None, loss: str = "
         source ``LOOM_DEBUG_FUSED=1`` prints). Before a first training step, Parallel merges are
         called through their size checks; after it, the step with the merges inline.
     """
-    from loom.errors import ConfigError
-    from loom.nn.training_engine import LossFunction
-
     if not fused_eligible(net):
         raise ConfigError("fused_step_source: this network trains layer by layer (residual stream or no parameters)")
     from loom.nn.gpu_training import device_kernels

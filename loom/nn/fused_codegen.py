@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from loom.backend.fast_paths import constant
 from loom.errors import ShapeError
 from loom.nn.flat_parameters import ParameterView, StageBlock, affine_columns
 from loom.nn.layer_config import LayerConfig
@@ -43,7 +44,6 @@ from loom.nn.layers.base import ForwardContext, kind_for
 from loom.nn.layers.parallel import ParallelKind, checked_merge_functions
 from loom.ops.activations import activation_kernels
 from loom.ops.recurrent import lstm_cell, lstm_cell_backward, lstm_gate_constants, rnn_step, rnn_step_backward
-from loom.ops.scalars import constant
 
 if TYPE_CHECKING:
     from loom.nn.fused import FusedTrainer

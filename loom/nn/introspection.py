@@ -14,15 +14,19 @@ time.Duration)``) and synthetic names (``param0``); loom reports Python's.
 
 from __future__ import annotations
 
+import ast
 import collections.abc
+import importlib
 import inspect
 import json
+import sys
 import types
 import typing
 from functools import cache
 from typing import Any, TypedDict
 
 from loom.errors import LoomError
+from loom.nn import array_types
 
 __all__ = ["IntrospectionMixin", "MethodInfo", "ParameterInfo", "resolved_type_hints", "type_name"]
 
@@ -94,8 +98,6 @@ def _hashable(annotation: Any) -> Any:
 @cache
 def _named_aliases() -> dict[Any, str]:
     """The aliases of :mod:`loom.nn.array_types` (except ``Array``), rendered by name."""
-    from loom.nn import array_types
-
     return {getattr(array_types, name): name for name in array_types.__all__ if name != "Array"}
 
 
@@ -111,31 +113,66 @@ def _union_name(args: tuple[Any, ...]) -> str:
     return " | ".join(parts + [type_name(a) for a in remaining])
 
 
-@cache
-def _annotation_namespace() -> dict[str, Any]:
-    """Names that annotations of ``Network`` methods may use but modules import only for type checking."""
-    import loom.nn as nn_package
-    from loom.backend import Backend
-    from loom.backend.distributed.base import Communicator
-    from loom.nn import array_types
-    from loom.nn.go_compat import GoCompatibleMode
-
-    namespace: dict[str, Any] = {name: getattr(nn_package, name) for name in nn_package.__all__}
-    namespace.update({name: getattr(array_types, name) for name in array_types.__all__})
-    namespace.update(
-        Backend=Backend, Communicator=Communicator, GoCompatibleMode=GoCompatibleMode, MethodInfo=MethodInfo
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
     )
+
+
+def _bind_import(node: ast.Import | ast.ImportFrom, package: str | None, namespace: dict[str, Any]) -> None:
+    """Run one import statement's binding into ``namespace`` (via :mod:`importlib`)."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            module = importlib.import_module(alias.name)
+            if alias.asname:
+                namespace[alias.asname] = module
+            else:
+                top = alias.name.split(".")[0]
+                namespace[top] = importlib.import_module(top)
+        return
+    base = ("." * node.level) + (node.module or "")
+    module = importlib.import_module(base, package if node.level else None)
+    for alias in node.names:
+        if alias.name == "*":
+            continue
+        value = getattr(module, alias.name, None)
+        if value is None:  # a submodule not yet imported as an attribute
+            value = importlib.import_module(f"{module.__name__}.{alias.name}")
+        namespace[alias.asname or alias.name] = value
+
+
+@cache
+def _type_checking_names(module_name: str) -> dict[str, Any]:
+    """The names ``module_name`` imports under ``if TYPE_CHECKING:``, imported now (``{}`` when unreadable).
+
+    Annotations may name types their module imports for type checking only (the module of the
+    type imports this one: the trainers annotate ``net: Network``). Resolving them means doing
+    those imports now, from the source of the module that wrote them — the way documentation
+    tools resolve such hints — rather than hard-wiring a list of loom modules here.
+    """
+    module = sys.modules.get(module_name)
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    namespace: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for statement in node.body:
+                if isinstance(statement, ast.Import | ast.ImportFrom):
+                    _bind_import(statement, getattr(module, "__package__", None), namespace)
     return namespace
 
 
 def resolved_type_hints(func: Any) -> dict[str, Any]:
     """``typing.get_type_hints`` of a ``Network`` method or loom function, ``{}`` when unresolvable.
 
-    Names that modules import only for type checking (``TrainingResult``, ``ArrayLike``, ...)
-    are resolved through the ``loom.nn`` namespace.
+    Names the function's module imports only for type checking (``TrainingResult``,
+    ``ArrayLike``, ...) are resolved from that module's ``if TYPE_CHECKING:`` imports.
     """
     try:
-        return typing.get_type_hints(func, localns=_annotation_namespace())
+        localns = _type_checking_names(getattr(func, "__module__", "") or "")
+        return typing.get_type_hints(func, localns=localns)
     except Exception:  # an unresolvable annotation: fall back to the source text per parameter
         return {}
 

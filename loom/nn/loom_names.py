@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from loom.errors import ConfigError
+from loom.nn.introspection import resolved_type_hints  # resolves TYPE_CHECKING-only names too
 
 __all__ = ["JSON_TEXT_HINT", "is_json_list_text", "takes_python_values", "takes_python_values_function"]
 
@@ -62,8 +63,6 @@ def _admits_str(annotation: Any) -> bool:
 
 
 def _admitting_params(func: Callable[..., Any], params: list[inspect.Parameter]) -> dict[str, bool]:
-    from loom.nn.introspection import resolved_type_hints  # resolves TYPE_CHECKING-only names too
-
     hints = resolved_type_hints(func)
     return {p.name: _admits_str(hints.get(p.name, p.annotation)) for p in params}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,11 +26,18 @@ import numpy as np
 from loom.backend import Backend, resolve_backend, to_numpy
 from loom.errors import ConfigError, LoomError, ShapeError
 from loom.nn import batch_validation
-from loom.nn.builder import assign_paths, infer_sizes, parse_config_text, parse_network_config
+from loom.nn.builder import NetworkSpec, assign_paths, infer_sizes, parse_config_text, parse_network_config
 from loom.nn.introspection import IntrospectionMixin
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import ForwardContext, kind_for
 from loom.nn.loom_names import takes_python_values
+from loom.nn.serialization import (
+    bundle_network_spec,
+    parse_bundle_text,
+    read_bundle_file,
+    save_model,
+    save_model_to_string,
+)
 
 if TYPE_CHECKING:
     from loom.nn.array_types import Array, ArrayLike, TrainingBatchLike, TrainingConfigLike
@@ -44,7 +52,16 @@ if TYPE_CHECKING:
     from loom.nn.training_callbacks import History
     from loom.nn.training_engine import Callback, GradientHook
 
-__all__ = ["Network", "create_network_from_json", "new_network"]
+__all__ = [
+    "Network",
+    "create_network_from_json",
+    "load_bundle_network",
+    "load_model",
+    "load_model_from_string",
+    "network_from_layers",
+    "network_from_spec",
+    "new_network",
+]
 
 
 @takes_python_values
@@ -728,14 +745,10 @@ class Network(IntrospectionMixin):
         ``go_compatible=True`` raises ``ConfigError`` listing every feature Go LOOM would run
         differently (``"warn"``: a ``GoCompatibilityWarning`` instead); see :mod:`loom.nn.go_compat`.
         """
-        from loom.nn.serialization import save_model_to_string
-
         return save_model_to_string(self, model_id, go_compatible=go_compatible)
 
     def save_model(self, path: str | Path, model_id: str = "model", *, go_compatible: GoCompatibleMode = False) -> None:
         """Write the LOOM bundle to ``path`` atomically (temp file + rename); ``go_compatible`` as above."""
-        from loom.nn.serialization import save_model
-
         save_model(self, path, model_id, go_compatible=go_compatible)
 
     def __repr__(self) -> str:
@@ -885,8 +898,6 @@ class Network(IntrospectionMixin):
 
     def load_model_from_string(self, text: str, model_id: str | None = None) -> Network:
         """Replace this network's grid, layers and weights with a LOOM bundle's (returns self)."""
-        from loom.nn.serialization import load_model_from_string
-
         loaded = load_model_from_string(text, model_id, backend=self._backend)
         self.grid_rows, self.grid_cols = loaded.grid_rows, loaded.grid_cols
         self.layers_per_cell, self.batch_size, self.layers = loaded.layers_per_cell, loaded.batch_size, loaded.layers
@@ -927,21 +938,58 @@ def create_network_from_json(
     """
     data = parse_config_text(config)
     if data.get("type") == "modelhost/bundle":
-        from loom.nn.serialization import load_bundle_network
-
         return load_bundle_network(data, None, backend=backend)
-    parsed = parse_network_config(data)
-    net = Network(
-        parsed["grid_rows"],
-        parsed["grid_cols"],
-        parsed["layers_per_cell"],
-        parsed["layers"],
-        batch_size=parsed["batch_size"],
-        input_size=parsed["input_size"],
-        backend=backend,
-    )
+    net = network_from_spec(parse_network_config(data), backend=backend)
     net.initialize_weights(seed)
     return net
+
+
+def network_from_spec(spec: NetworkSpec, *, backend: str | Backend | None = None) -> Network:
+    """The network a :class:`~loom.nn.builder.NetworkSpec` describes (from a JSON config or a bundle).
+
+    The spec's layers become the network's, weights included when the spec has them.
+    """
+    return Network(
+        spec.grid_rows,
+        spec.grid_cols,
+        spec.layers_per_cell,
+        spec.layers,
+        batch_size=spec.batch_size,
+        input_size=spec.input_size,
+        backend=backend,
+    )
+
+
+def load_bundle_network(
+    bundle: dict[str, Any], model_id: str | None = None, *, backend: str | Backend | None = None
+) -> Network:
+    """The :class:`Network` of one model of a parsed LOOM bundle (default: the first)."""
+    be = resolve_backend(backend)
+    return network_from_spec(bundle_network_spec(bundle, model_id, be), backend=be)
+
+
+def load_model_from_string(
+    text: str | bytes, model_id: str | None = None, *, backend: str | Backend | None = None
+) -> Network:
+    """Load a LOOM bundle (JSON text, as written by Go LOOM or by loom) into a Network.
+
+    Parameters
+    ----------
+    text : str or bytes
+        Bundle JSON.
+    model_id : str, optional
+        Which model of the bundle (default: the first).
+    backend : str, optional
+        ``"numpy"`` or ``"cupy"``.
+    """
+    return load_bundle_network(parse_bundle_text(text), model_id, backend=backend)
+
+
+def load_model(
+    path: str | os.PathLike[str], model_id: str | None = None, *, backend: str | Backend | None = None
+) -> Network:
+    """Load a LOOM bundle file; see :func:`load_model_from_string`."""
+    return load_model_from_string(read_bundle_file(path), model_id, backend=backend)
 
 
 def new_network(

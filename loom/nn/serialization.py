@@ -6,6 +6,10 @@ Layout (Go ``SaveModelToString``): 2-space indented JSON
 [...]})}}]}``. Keys are written in Go's struct order, zero values omitted,
 float32 numbers in Go's shortest round-trip form, so files written here load in
 Go LOOM and vice versa.
+
+Loading stops at a neutral :class:`~loom.nn.builder.NetworkSpec` (:func:`bundle_network_spec`);
+:mod:`loom.nn.network` builds the ``Network`` from it (``loom.load_model``,
+``loom.load_model_from_string``), so this module never needs the ``Network`` class.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from loom import safe_json
 from loom.backend import Backend, to_numpy
 from loom.errors import BundleConfigError, ConfigError, ModelFormatError
 from loom.nn import gojson
-from loom.nn.builder import LAYER_KEYS, TOP_LEVEL_KEYS, assign_paths, lower_keys, parse_layer
+from loom.nn.builder import (
+    LAYER_KEYS,
+    TOP_LEVEL_KEYS,
+    NetworkSpec,
+    assign_paths,
+    infer_sizes,
+    lower_keys,
+    parse_layer,
+)
 from loom.nn.layer_config import LayerConfig
 from loom.nn.layers import kind_for
 from loom.nn.layers.base import spec_int
@@ -33,9 +45,9 @@ from loom.ops.activations import activation_name
 __all__ = [
     "LAYER_KEY_ORDER",
     "WEIGHT_KEY_ORDER",
-    "load_bundle_network",
-    "load_model",
-    "load_model_from_string",
+    "bundle_network_spec",
+    "parse_bundle_text",
+    "read_bundle_file",
     "save_model",
     "save_model_to_string",
 ]
@@ -307,12 +319,24 @@ def _bundle_config_error(exc: ConfigError, where: str) -> BundleConfigError:
     return BundleConfigError(message)
 
 
-def load_bundle_network(bundle: dict[str, Any], model_id: str | None, *, backend: str | Backend | None = None):
-    """Build a :class:`~loom.nn.network.Network` from a parsed bundle dict."""
-    from loom.backend import resolve_backend
-    from loom.nn.builder import infer_sizes
-    from loom.nn.network import Network
+def bundle_network_spec(bundle: Any, model_id: str | None, backend: Backend) -> NetworkSpec:
+    """The :class:`~loom.nn.builder.NetworkSpec` of one model of a parsed bundle, its weights on ``backend``.
 
+    Parameters
+    ----------
+    bundle : dict
+        Parsed bundle JSON (``"type": "modelhost/bundle"``).
+    model_id : str, optional
+        Which model of the bundle (default: the first).
+    backend : Backend
+        Where the weights go.
+
+    Raises
+    ------
+    ModelFormatError
+        For anything malformed, naming the JSON path (a bad layer config is a
+        :class:`~loom.errors.BundleConfigError`, also a ``ConfigError``).
+    """
     if not isinstance(bundle, dict) or bundle.get("type") != "modelhost/bundle":
         found = bundle.get("type") if isinstance(bundle, dict) else type(bundle).__name__
         raise ModelFormatError(f"bundle.type: invalid bundle type {found!r}; expected 'modelhost/bundle'")
@@ -354,32 +378,19 @@ def load_bundle_network(bundle: dict[str, Any], model_id: str | None, *, backend
         infer_sizes(layers, None, batch)
     except ConfigError as exc:
         raise _bundle_config_error(exc, where) from exc
-    be = resolve_backend(backend)
     for cfg, weights in zip(layers, weight_layers, strict=True):
-        _import_layer_weights(cfg, weights, be)
-    return Network(rows, cols, lpc, layers, batch_size=batch, backend=be)
+        _import_layer_weights(cfg, weights, backend)
+    return NetworkSpec(rows, cols, lpc, layers, batch_size=batch, model_id=model.get("id"))
 
 
-def load_model_from_string(text: str | bytes, model_id: str | None = None, *, backend: str | Backend | None = None):
-    """Load a LOOM bundle (JSON text, as written by Go LOOM or by loom) into a Network.
-
-    Parameters
-    ----------
-    text : str or bytes
-        Bundle JSON.
-    model_id : str, optional
-        Which model of the bundle (default: the first).
-    backend : str, optional
-        ``"numpy"`` or ``"cupy"``.
-    """
-    bundle = safe_json.loads(text, source="bundle: failed to parse JSON", error=ModelFormatError)
-    return load_bundle_network(bundle, model_id, backend=backend)
+def parse_bundle_text(text: str | bytes) -> Any:
+    """Bundle JSON text -> parsed JSON (``ModelFormatError`` for malformed JSON, nesting depth bounded)."""
+    return safe_json.loads(text, source="bundle: failed to parse JSON", error=ModelFormatError)
 
 
-def load_model(path: str | os.PathLike[str], model_id: str | None = None, *, backend: str | Backend | None = None):
-    """Load a LOOM bundle file; see :func:`load_model_from_string`."""
+def read_bundle_file(path: str | os.PathLike[str]) -> str:
+    """The text of a bundle file (``ModelFormatError`` naming the file when it cannot be read)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read model file ({exc.strerror or exc})") from exc
-    return load_model_from_string(text, model_id, backend=backend)

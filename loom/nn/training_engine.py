@@ -1,7 +1,7 @@
 """The training engine shared by LOOM's ``train`` and Keras-style ``fit``: one stepper, one loop, callbacks.
 
-* :class:`LossFunction` — a loss name and its convention (LOOM's or the batch mean), bound to a
-  backend and a batch size.
+* :class:`~loom.nn.loss_function.LossFunction` (re-exported) — a loss name and its convention
+  (LOOM's or the batch mean), bound to a backend and a batch size.
 * :class:`Stepper` — one optimisation step over a network's
   :class:`~loom.nn.flat_parameters.FlatParameters`: the gradient comes from the fused step
   (:mod:`loom.nn.fused`) or layer by layer (``forward_tape`` / ``backward_tape``, then the
@@ -42,10 +42,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from loom.errors import TrainingDivergedError
-from loom.nn.device_losses import device_loss_and_grad
 from loom.nn.fused import FusedTrainer, fused_eligible
 from loom.nn.gpu_training import DeviceStep, device_kernels
-from loom.ops.losses import batch_loss_and_grad, loss_and_grad
+from loom.nn.loss_function import LossFunction
 
 if TYPE_CHECKING:
     from loom.nn.flat_parameters import FlatParameters
@@ -99,40 +98,6 @@ class ParallelStep(Protocol):
     def abandon(self) -> None:
         """The step halts (non-finite global loss): complete what was started, keep no result."""
         ...
-
-
-@dataclass(frozen=True)
-class LossFunction:
-    """A loss and its reduction convention.
-
-    Parameters
-    ----------
-    name : str
-        Canonical loss name (``"mse"``, ``"cross_entropy"``, ``"binary_cross_entropy"``).
-    reduction : str
-        ``"loom"`` (LOOM's ``train``: divided by the output length) or ``"batch_mean"``
-        (``fit``: mean over the samples of the per-sample loss). See :mod:`loom.ops.losses`.
-    """
-
-    name: str
-    reduction: str = "loom"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """What compiled steps are cached under."""
-        return (self.name, self.reduction)
-
-    def bind(self, xp: Any, batch: int) -> Callable[[Any, Any], tuple[float, Any]]:
-        """``fn(y, t) -> (loss, dloss/dy)`` for flat arrays of ``batch`` samples."""
-        name = self.name
-        if self.reduction == "loom":
-            return lambda y, t: loss_and_grad(name, y, t, xp)  # positional: cheaper than a partial with keywords
-        return lambda y, t: batch_loss_and_grad(name, y, t, batch, xp)
-
-    def bind_device(self, xp: Any, batch: int, gpu: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
-        """Like :meth:`bind`, with the loss left on the device (a float64 array of one value; GPU step)."""
-        name, reduction = self.name, self.reduction
-        return lambda y, t: device_loss_and_grad(name, reduction, y, t, batch, xp, gpu)
 
 
 class Stepper:

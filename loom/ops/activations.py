@@ -17,8 +17,8 @@ from enum import IntEnum
 from functools import partial
 from typing import Any, NamedTuple
 
+from loom.backend.fast_paths import astype, constant, elementwise
 from loom.errors import ConfigError
-from loom.ops.scalars import constant, elementwise
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -128,7 +128,7 @@ def activation_name(act: int) -> str:
 
 
 class _GeluConstants(NamedTuple):
-    """Constants of :func:`_gelu_parts`: Python floats, or 0-d arrays bound once (:mod:`loom.ops.scalars`)."""
+    """Constants of :func:`_gelu_parts`: Python floats, or 0-d arrays bound once (:mod:`loom.backend.fast_paths`)."""
 
     one: Any = 1.0
     half: Any = 0.5
@@ -279,7 +279,7 @@ def activation_kernels(act: int, xp: Any, dtype: Any) -> tuple[Callable[[Any], A
     """``forward(x)`` and ``backward(grad_y, pre, y)`` of activation ``act`` with their constants bound once.
 
     Same math as :func:`activate` / :func:`activation_backward`; on NumPy the constants are
-    0-d arrays of ``dtype`` (see :mod:`loom.ops.scalars`), which halves the cost of each
+    0-d arrays of ``dtype`` (:func:`loom.backend.fast_paths.constant`), which halves the cost of each
     call on tiny arrays. For code that applies one activation many times.
     """
     act = int(act)
@@ -311,7 +311,7 @@ def activation_backward(grad_y: Any, pre: Any, y: Any, act: int, xp: Any) -> Any
     """
     if act == 0:  # ScaledReLU
         if y is None:
-            return (grad_y * SCALED_RELU_SLOPE) * (pre > 0).astype(grad_y.dtype)  # method: no wrapper call
+            return (grad_y * SCALED_RELU_SLOPE) * astype(pre > 0, grad_y.dtype, xp)
         return _scaled_relu_backward(grad_y, y, xp.sign)
     if act == 1:  # sigmoid
         return _sigmoid_backward(grad_y, y, xp)

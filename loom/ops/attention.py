@@ -10,7 +10,8 @@ softmax. Query head ``h`` reads key/value head ``h // (H / Hk)`` (consecutive
 query heads share a KV head, like Hugging Face ``repeat_kv``); this is done by
 folding the ``H / Hk`` query heads of a group into the query axis, so no K/V
 copy is made. The backward pass is the exact derivative through the
-projections, RoPE, the softmax and V.
+projections, RoPE, the softmax and V. RoPE is :mod:`loom.ops.rope`'s and the
+softmax :mod:`loom.ops.softmax`'s, the same ones ``loom.llm`` runs.
 
 Shapes: ``B`` batch, ``S`` sequence, ``d`` model width, ``H`` query heads,
 ``Hk`` KV heads, ``g = H / Hk``, ``hd`` head size.
@@ -26,34 +27,28 @@ from typing import Any
 import numpy as np
 
 from loom.backend import device_constant
+from loom.backend.fast_paths import matrix_transpose, permute_dims, reshape
+from loom.ops.rope import rope_apply, rope_apply_backward, rope_frequencies, rope_tables_host
+from loom.ops.softmax import softmax_backward, softmax_forward
 
 __all__ = [
     "AttentionCache",
     "mha_backward",
     "mha_forward",
-    "rope_tables",
 ]
 
 MASK_VALUE = -1e9
 
 
 @functools.lru_cache(maxsize=64)
-def _rope_tables_np(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    half = head_dim // 2
-    freq = 1.0 / np.power(float(theta), 2.0 * np.arange(half, dtype=np.float64) / head_dim)  # [half] float64
-    angles = np.arange(seq, dtype=np.float64)[:, None] * freq[None, :]  # [S, half] float64
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=64)
 def _rope_apply_tables_np(
     seq: int, head_dim: int, theta: float, num_heads: int, num_kv_heads: int, scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Full-width tables for ``v * cos + swap_halves(v) * sin`` on ``[H + Hk]`` heads (queries pre-scaled)."""
-    cos, sin = _rope_tables_np(seq, head_dim, theta)  # [S, half]
-    tail = head_dim - 2 * cos.shape[1]  # 1 for odd head sizes: cos 1, sin 0 (not rotated)
-    cos_full = np.concatenate([cos, cos, np.ones((seq, tail), np.float32)], axis=1)  # [S, hd]
-    sin_full = np.concatenate([-sin, sin, np.zeros((seq, tail), np.float32)], axis=1)  # [S, hd]
+    """Full-width tables for :func:`~loom.ops.rope.rope_apply` on ``[H + Hk]`` heads (queries pre-scaled)."""
+    cos, sin = rope_tables_host(rope_frequencies(theta, head_dim), seq)  # [S, 2 * (hd // 2)], angles in float64
+    tail = head_dim - cos.shape[1]  # 1 for odd head sizes: cos 1, sin 0 (not rotated)
+    cos_full = np.concatenate([cos, np.ones((seq, tail), np.float32)], axis=1)  # [S, hd]
+    sin_full = np.concatenate([sin, np.zeros((seq, tail), np.float32)], axis=1)  # [S, hd]
     head_scale = np.array([scale] * num_heads + [1.0] * num_kv_heads, dtype=np.float32)[:, None, None]  # [H+Hk,1,1]
     return cos_full[None] * head_scale, sin_full[None] * head_scale  # [H+Hk, S, hd]
 
@@ -62,35 +57,6 @@ def _rope_apply_tables_np(
 def _causal_mask_np(seq: int, groups: int) -> np.ndarray:
     query_pos = np.arange(groups * seq) % seq  # [g*S]
     return np.arange(seq)[None, :] <= query_pos[:, None]  # [g*S, S]
-
-
-def rope_tables(seq: int, head_dim: int, theta: float, xp: Any) -> tuple[Any, Any]:
-    """LOOM's RoPE cos/sin tables for positions ``0 .. seq-1``.
-
-    Parameters
-    ----------
-    seq, head_dim : int
-        Sequence length and head size.
-    theta : float
-        RoPE base (LOOM: 1e6).
-
-    Returns
-    -------
-    cos, sin : arrays, shape [seq, head_dim // 2]
-        ``float32(cos(pos / theta^(2i/hd)))`` with the angle in float64, as Go.
-    """
-    key = ("loom_rope", int(seq), int(head_dim), float(theta))
-    cos = device_constant(xp, (*key, "cos"), lambda: _rope_tables_np(*key[1:])[0])
-    sin = device_constant(xp, (*key, "sin"), lambda: _rope_tables_np(*key[1:])[1])
-    return cos, sin
-
-
-def _swap_halves(v: Any, half: int, xp: Any) -> Any:
-    # [..., hd] -> [..., hd]: (v2, v1, tail); its own inverse.
-    parts = [v[..., half : 2 * half], v[..., :half]]
-    if v.shape[-1] > 2 * half:
-        parts.append(v[..., 2 * half :])
-    return xp.concat(parts, axis=-1)
 
 
 @dataclass
@@ -171,29 +137,29 @@ def mha_forward(
     key = ("loom_mha_rope", seq, head_dim, float(rope_theta), heads, kv_heads, scale)
     cos = device_constant(xp, (*key, "cos"), lambda: _rope_apply_tables_np(*key[1:])[0])  # [H+Hk, S, hd]
     sin = device_constant(xp, (*key, "sin"), lambda: _rope_apply_tables_np(*key[1:])[1])  # [H+Hk, S, hd]
-    x2 = x.reshape(batch * seq, d_model)  # [B*S, d]
+    x2 = reshape(x, (batch * seq, d_model), xp)  # [B*S, d]
     w_qkv = xp.concat([wq, wk, wv], axis=1)  # [d, (H+2Hk)*hd]
     qkv = x2 @ w_qkv + xp.concat([bq, bk, bv])  # [B*S, d] @ [d, (H+2Hk)*hd] -> [B*S, (H+2Hk)*hd]
-    qkv = xp.permute_dims(qkv.reshape(batch, seq, rotated + kv_heads, head_dim), (0, 2, 1, 3))  # [B, H+2Hk, S, hd]
-    qk = qkv[:, :rotated]  # [B, H+Hk, S, hd]
-    half = head_dim // 2
-    qk = qk * cos + _swap_halves(qk, half, xp) * sin  # RoPE (and the score scale on the queries)
-    q = qk[:, :heads].reshape(batch, kv_heads, groups * seq, head_dim)  # [B, Hk, g*S, hd]
-    k = qk[:, heads:]  # [B, Hk, S, hd]
-    v = qkv[:, rotated:]  # [B, Hk, S, hd]
-    scores = q @ xp.matrix_transpose(k)  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
+    qkv = permute_dims(
+        reshape(qkv, (batch, seq, rotated + kv_heads, head_dim), xp), (0, 2, 1, 3), xp
+    )  # [B, H+2Hk, S, hd]
+    qk = rope_apply(qkv[:, :rotated, ...], cos, sin, xp)  # [B, H+Hk, S, hd]; the score scale on the queries
+    q = reshape(qk[:, :heads, ...], (batch, kv_heads, groups * seq, head_dim), xp)  # [B, Hk, g*S, hd]
+    k = qk[:, heads:, ...]  # [B, Hk, S, hd]
+    v = qkv[:, rotated:, ...]  # [B, Hk, S, hd]
+    scores = q @ matrix_transpose(k, xp)  # [B, Hk, g*S, hd] @ [B, Hk, hd, S] -> [B, Hk, g*S, S]
     if causal:
         mask = device_constant(xp, ("loom_causal_mask", seq, groups), lambda: _causal_mask_np(seq, groups))  # [g*S, S]
-        fill = device_constant(xp, ("loom_mask_value", str(scores.dtype)), lambda: np.asarray(MASK_VALUE, scores.dtype))
+        dtype = scores.dtype
+        fill = device_constant(xp, ("loom_mask_value", dtype), lambda: xp.asarray(MASK_VALUE, dtype=dtype))
         scores = xp.where(mask, scores, fill)
-    exp = xp.exp(scores - xp.max(scores, axis=-1, keepdims=True))  # [B, Hk, g*S, S]
-    probs = exp / xp.sum(exp, axis=-1, keepdims=True)
+    probs = softmax_forward(scores, 1.0, xp)  # [B, Hk, g*S, S]
     context = probs @ v  # [B, Hk, g*S, S] @ [B, Hk, S, hd] -> [B, Hk, g*S, hd]
-    context = xp.permute_dims(context.reshape(batch, heads, seq, head_dim), (0, 2, 1, 3))  # [B, S, H, hd]
-    context = context.reshape(batch * seq, heads * head_dim)  # [B*S, H*hd]
+    context = permute_dims(reshape(context, (batch, heads, seq, head_dim), xp), (0, 2, 1, 3), xp)  # [B, S, H, hd]
+    context = reshape(context, (batch * seq, heads * head_dim), xp)  # [B*S, H*hd]
     y = context @ wo + bo  # [B*S, H*hd] @ [H*hd, d] -> [B*S, d]
     cache = AttentionCache(x2, w_qkv, q, k, v, probs, context, cos, sin, (batch, seq, heads, kv_heads, head_dim))
-    return y.reshape(batch, seq, d_model), cache
+    return reshape(y, (batch, seq, d_model), xp), cache
 
 
 def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[Any, dict[str, Any]]:
@@ -217,24 +183,23 @@ def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[
     """
     batch, seq, heads, kv_heads, head_dim = cache.shape
     groups = heads // kv_heads
-    g2 = grad_y.reshape(batch * seq, -1)  # [B*S, d]
+    g2 = reshape(grad_y, (batch * seq, -1), xp)  # [B*S, d]
     grads = {
         "output_weight": cache.context.T @ g2,  # [H*hd, B*S] @ [B*S, d] -> [H*hd, d]
         "output_bias": xp.sum(g2, axis=0),
     }
-    grad_ctx = (g2 @ wo.T).reshape(batch, seq, heads, head_dim)  # [B, S, H, hd]
-    grad_ctx = xp.permute_dims(grad_ctx, (0, 2, 1, 3)).reshape(batch, kv_heads, groups * seq, head_dim)
+    grad_ctx = reshape(g2 @ wo.T, (batch, seq, heads, head_dim), xp)  # [B, S, H, hd]
+    grad_ctx = reshape(permute_dims(grad_ctx, (0, 2, 1, 3), xp), (batch, kv_heads, groups * seq, head_dim), xp)
     probs = cache.probs  # [B, Hk, g*S, S]
-    grad_probs = grad_ctx @ xp.matrix_transpose(cache.v)  # [B, Hk, g*S, S]
-    grad_v = xp.matrix_transpose(probs) @ grad_ctx  # [B, Hk, S, g*S] @ [B, Hk, g*S, hd] -> [B, Hk, S, hd]
-    # softmax backward; masked entries have probability 0, hence gradient 0
-    grad_scores = probs * (grad_probs - xp.sum(grad_probs * probs, axis=-1, keepdims=True))
-    grad_q = (grad_scores @ cache.k).reshape(batch, heads, seq, head_dim)  # [B, H, S, hd]
-    grad_k = xp.matrix_transpose(grad_scores) @ cache.q  # [B, Hk, S, hd]
+    grad_probs = grad_ctx @ matrix_transpose(cache.v, xp)  # [B, Hk, g*S, S]
+    grad_v = matrix_transpose(probs, xp) @ grad_ctx  # [B, Hk, S, g*S] @ [B, Hk, g*S, hd] -> [B, Hk, S, hd]
+    grad_scores = softmax_backward(grad_probs, probs, 1.0, xp)  # masked entries: probability 0, gradient 0
+    grad_q = reshape(grad_scores @ cache.k, (batch, heads, seq, head_dim), xp)  # [B, H, S, hd]
+    grad_k = matrix_transpose(grad_scores, xp) @ cache.q  # [B, Hk, S, hd]
     grad_qk = xp.concat([grad_q, grad_k], axis=1)  # [B, H+Hk, S, hd]
-    grad_qk = grad_qk * cache.cos + _swap_halves(grad_qk * cache.sin, head_dim // 2, xp)  # RoPE transposed
-    grad_qkv = xp.permute_dims(xp.concat([grad_qk, grad_v], axis=1), (0, 2, 1, 3))  # [B, S, H+2Hk, hd]
-    grad_qkv = grad_qkv.reshape(batch * seq, -1)  # [B*S, (H+2Hk)*hd]
+    grad_qk = rope_apply_backward(grad_qk, cache.cos, cache.sin, xp)
+    grad_qkv = permute_dims(xp.concat([grad_qk, grad_v], axis=1), (0, 2, 1, 3), xp)  # [B, S, H+2Hk, hd]
+    grad_qkv = reshape(grad_qkv, (batch * seq, -1), xp)  # [B*S, (H+2Hk)*hd]
     grad_w = cache.x.T @ grad_qkv  # [d, B*S] @ [B*S, (H+2Hk)*hd] -> [d, (H+2Hk)*hd]
     grad_b = xp.sum(grad_qkv, axis=0)
     q_cols, kv_cols = heads * head_dim, kv_heads * head_dim
@@ -242,4 +207,4 @@ def mha_backward(grad_y: Any, cache: AttentionCache, wo: Any, xp: Any) -> tuple[
         grads[f"{name}_weights"] = grad_w[:, lo:hi]
         grads[f"{name}_bias"] = grad_b[lo:hi]
     grad_x = grad_qkv @ cache.w_qkv.T  # [B*S, (H+2Hk)*hd] @ [(H+2Hk)*hd, d] -> [B*S, d]
-    return grad_x.reshape(batch, seq, -1), grads
+    return reshape(grad_x, (batch, seq, -1), xp), grads

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from loom.backend.fast_paths import reshape
 from loom.ops.activations import activate, activation_backward
 
 __all__ = ["col2im", "conv2d_backward", "conv2d_forward", "conv2d_output_size", "im2col"]
@@ -61,7 +62,7 @@ def im2col(x: Any, kernel: int, stride: int, padding: int, out_h: int, out_w: in
         for kw in range(kernel)
     ]
     cols = xp.stack(taps, axis=2)  # [B, C, k*k, oH, oW]
-    return cols.reshape(batch, channels * kernel * kernel, out_h * out_w)
+    return reshape(cols, (batch, channels * kernel * kernel, out_h * out_w), xp)
 
 
 def col2im(
@@ -89,13 +90,13 @@ def col2im(
     batch, channels, height, width = shape
     hp = _padded_size(height, out_h, kernel, stride, padding)
     wp = _padded_size(width, out_w, kernel, stride, padding)
-    taps = cols.reshape(batch, channels, kernel * kernel, out_h, out_w)
+    taps = reshape(cols, (batch, channels, kernel * kernel, out_h, out_w), xp)
     padded = xp.zeros((batch, channels, hp, wp), dtype=cols.dtype)
     h_span, w_span = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
     for kh in range(kernel):
         for kw in range(kernel):
             window = (slice(None), slice(None), slice(kh, kh + h_span, stride), slice(kw, kw + w_span, stride))
-            padded[window] = padded[window] + taps[:, :, kh * kernel + kw]  # [B, C, oH, oW]
+            padded[window] = padded[window] + taps[:, :, kh * kernel + kw, :, :]  # [B, C, oH, oW]
     if hp == height and wp == width:
         return padded
     return padded[:, :, padding : padding + height, padding : padding + width]
@@ -133,8 +134,8 @@ def conv2d_forward(
     """
     filters, size = kernel.shape[0], kernel.shape[2]
     cols = im2col(x, size, stride, padding, out_h, out_w, xp)  # [B, C*k*k, L]
-    pre = kernel.reshape(filters, -1) @ cols + bias[:, None]  # [F, C*k*k] @ [B, C*k*k, L] -> [B, F, L]
-    pre = pre.reshape(x.shape[0], filters, out_h, out_w)  # [B, F, oH, oW]
+    pre = reshape(kernel, (filters, -1), xp) @ cols + bias[:, None]  # [F, C*k*k] @ [B, C*k*k, L] -> [B, F, L]
+    pre = reshape(pre, (x.shape[0], filters, out_h, out_w), xp)  # [B, F, oH, oW]
     return activate(pre, act, xp), pre, cols
 
 
@@ -170,11 +171,11 @@ def conv2d_backward(
     """
     batch, filters, out_h, out_w = pre.shape
     grad_pre = activation_backward(grad_y, pre, activate(pre, act, xp) if y is None and act in (1, 2) else y, act, xp)
-    grad_pre = grad_pre.reshape(batch, filters, out_h * out_w)  # [B, F, L]
+    grad_pre = reshape(grad_pre, (batch, filters, out_h * out_w), xp)  # [B, F, L]
     grad_bias = xp.sum(grad_pre, axis=(0, 2))  # [F]
     grad_kernel = (  # [F, L] @ [L, C*k*k] -> [F, C*k*k], summed over the batch
-        grad_pre[0] @ cols[0].T if batch == 1 else xp.sum(grad_pre @ xp.matrix_transpose(cols), axis=0)
+        grad_pre[0, ...] @ cols[0, ...].T if batch == 1 else xp.sum(grad_pre @ xp.matrix_transpose(cols), axis=0)
     )
-    grad_cols = kernel.reshape(filters, -1).T @ grad_pre  # [C*k*k, F] @ [B, F, L] -> [B, C*k*k, L]
+    grad_cols = reshape(kernel, (filters, -1), xp).T @ grad_pre  # [C*k*k, F] @ [B, F, L] -> [B, C*k*k, L]
     grad_x = col2im(grad_cols, x_shape, kernel.shape[2], stride, padding, out_h, out_w, xp)
-    return grad_x, grad_kernel.reshape(kernel.shape), grad_bias
+    return grad_x, reshape(grad_kernel, kernel.shape, xp), grad_bias

@@ -60,6 +60,6 @@ def dense_backward(
     grad_pre = activation_backward(grad_y, pre, y, act, xp)
     # batch 1 is an outer product: broadcasting beats a K=1 BLAS gemm by ~10x
     grad_kernel = x.T * grad_pre if x.shape[0] == 1 else x.T @ grad_pre  # [in, batch] @ [batch, out] -> [in, out]
-    grad_bias = grad_pre[0] if grad_pre.shape[0] == 1 else xp.sum(grad_pre, axis=0)
+    grad_bias = grad_pre[0, :] if grad_pre.shape[0] == 1 else xp.sum(grad_pre, axis=0)
     grad_x = grad_pre @ kernel.T if need_grad_x else None  # [batch, out] @ [out, in] -> [batch, in]
     return grad_x, grad_kernel, grad_bias

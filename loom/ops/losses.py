@@ -23,6 +23,7 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+from loom.backend.fast_paths import astype
 from loom.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -112,7 +113,7 @@ def loss_and_grad(loss_type: str, y: Any, t: Any, xp: Any) -> tuple[float, Any]:
     if y.shape != t.shape:
         _check(y, t)
     diff = y - t
-    d64 = diff.astype(xp.float64)  # the array method: no array-api-compat wrapper call
+    d64 = astype(diff, xp.float64, xp)
     n = y.shape[0]
     return float(d64 @ d64) / n, diff * (2.0 / n)  # = mse_loss, mse_grad with one subtraction
 

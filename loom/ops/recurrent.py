@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from loom.backend import device_constant
+from loom.backend.fast_paths import reshape
 
 __all__ = [
     "GateConstants",
@@ -50,7 +51,7 @@ def rnn_step(pre: Any, xp: Any) -> Any:
 def rnn_step_backward(grad_h: Any, h: Any, one: Any = 1.0) -> Any:
     """Gradient w.r.t. the pre-activation of one step, from ``dL/dh`` and ``h = tanh(pre)``.
 
-    ``one``: the constant 1 (a prebuilt 0-d array on NumPy's fast path, :mod:`loom.ops.scalars`).
+    ``one``: the constant 1 (a prebuilt 0-d array on NumPy's fast path, :func:`loom.backend.fast_paths.constant`).
     """
     return grad_h * (one - h * h)
 
@@ -119,9 +120,9 @@ def rnn_backward(
             d_pres[t] = d_t
             carry = d_t @ w_hh  # [B, H] @ [H, H] -> [B, H]
         d_pre = xp.stack(d_pres, axis=1)
-    d2 = d_pre.reshape(batch * seq, hidden)
-    grad_w_ih = d2.T @ x.reshape(batch * seq, n_in)  # [H, B*S] @ [B*S, I] -> [H, I]
-    grad_bias = d2[0] if batch * seq == 1 else xp.sum(d2, axis=0)
+    d2 = reshape(d_pre, (batch * seq, hidden), xp)
+    grad_w_ih = d2.T @ reshape(x, (batch * seq, n_in), xp)  # [H, B*S] @ [B*S, I] -> [H, I]
+    grad_bias = d2[0, :] if batch * seq == 1 else xp.sum(d2, axis=0)
     grad_x = d_pre @ w_ih if need_grad_x else None  # [B, S, H] @ [H, I] -> [B, S, I]
     grad_w_hh = _recurrent_weight_grad(d_pre, hs, h0, xp)
     return grad_x, grad_w_ih, grad_w_hh, grad_bias
@@ -133,8 +134,8 @@ def _recurrent_weight_grad(d_pre: Any, hs: Any, h0: Any, xp: Any) -> Any:
     hidden = hs.shape[2]
     if seq == 1:
         return None if h0 is None else d_pre[:, 0, :].T @ h0
-    d_later = d_pre[:, 1:, :].reshape(batch * (seq - 1), width)
-    grad = d_later.T @ hs[:, :-1, :].reshape(batch * (seq - 1), hidden)  # [G, H]
+    d_later = reshape(d_pre[:, 1:, :], (batch * (seq - 1), width), xp)
+    grad = d_later.T @ reshape(hs[:, :-1, :], (batch * (seq - 1), hidden), xp)  # [G, H]
     if h0 is not None:
         grad = grad + d_pre[:, 0, :].T @ h0
     return grad
@@ -157,17 +158,17 @@ class GateConstants(NamedTuple):
 
 
 def lstm_gate_constants(hidden: int, like: Any, xp: Any) -> GateConstants:
-    """The :class:`GateConstants` of ``hidden`` units in ``like``'s dtype, on the current device (built once)."""
-    dtype = np.dtype(str(like.dtype))
+    """The :class:`GateConstants` of ``hidden`` units in ``like``'s dtype, on ``like``'s namespace (built once)."""
+    dtype = like.dtype
 
-    def table() -> np.ndarray:
+    def table() -> Any:
         rows = np.array([[0.5, 1.0], [0.5, 1.0], [0.5, 0.0], [0.25, 1.0]])  # (i, f, o value; g value) per row
         values = np.repeat(rows[:, [0, 0, 1, 0]], hidden, axis=1)  # [4, 4H], blocks i, f, g, o
-        return values.astype(dtype).reshape(4, 1, 4 * hidden)  # rows [1, 4H]: same-shape fast path at B = 1
+        return xp.asarray(values.reshape(4, 1, 4 * hidden), dtype=dtype)  # rows [1, 4H]: same-shape fast path at B = 1
 
-    rows = device_constant(xp, ("loom_lstm_gates", hidden, dtype.str), table)
-    one = device_constant(xp, ("loom_one", dtype.str), lambda: np.asarray(1.0, dtype=dtype))
-    return GateConstants(rows[0], rows[1], rows[2], rows[3], one)
+    rows = device_constant(xp, ("loom_lstm_gates", hidden, dtype), table)
+    one = device_constant(xp, ("loom_one", dtype), lambda: xp.asarray(1.0, dtype=dtype))
+    return GateConstants(rows[0, ...], rows[1, ...], rows[2, ...], rows[3, ...], one)
 
 
 def lstm_cell(
@@ -215,10 +216,10 @@ def lstm_forward(
     batch, seq, n_in = x.shape
     hidden = kernel_hh.shape[0]
     if seq == 1 and h0 is None:  # one step from a zero state: no recurrent product, no 3-D work
-        z = x.reshape(batch, n_in) @ kernel_ih + bias  # [B, I] @ [I, 4H] -> [B, 4H]
+        z = reshape(x, (batch, n_in), xp) @ kernel_ih + bias  # [B, I] @ [I, 4H] -> [B, 4H]
         gates, t, c, ct, h = lstm_cell(z, c0, hidden, xp)
         cache = {"gates": [gates], "tanh_gates": [t], "cells": [c], "tanh_cells": [ct], "c0": c0, "h0": None}
-        return h.reshape(batch, 1, hidden), h, c, cache
+        return reshape(h, (batch, 1, hidden), xp), h, c, cache
     pre_x = x @ kernel_ih + bias  # [B, S, I] @ [I, 4H] -> [B, S, 4H]
     h, c = h0, c0
     consts = lstm_gate_constants(hidden, pre_x, xp)
@@ -258,10 +259,12 @@ def lstm_backward(
 
     Parameters
     ----------
-    grad_hs : array, shape [B, S, H]
     x, hs, cache, kernel_ih, kernel_hh : as in / returned by :func:`lstm_forward`.
+    grad_hs : array, shape [B, S, H]
+        ``dL/dhs``: the gradient reaching the hidden state of every step.
     need_grad_x : bool
-        False skips the input gradient (``grad_x`` is then ``None``).
+        False skips the input gradient (``grad_x`` is then ``None``). The cell state's
+        gradient flows back through the forget gates; none reaches ``c0``.
 
     Returns
     -------
@@ -276,9 +279,9 @@ def lstm_backward(
     c0, h0 = cache["c0"], cache["h0"]
     if seq == 1 and h0 is None:  # one step from a zero hidden state: no recurrent gradient, no 3-D work
         d2, _ = lstm_cell_backward(grad_hs[:, 0, :], None, gates_list[0], tanh_gates[0], tanh_cells[0], c0, hidden, xp)
-        grad_kernel_ih = x.reshape(batch, n_in).T @ d2  # [I, B] @ [B, 4H] -> [I, 4H]
-        grad_bias = d2[0] if batch == 1 else xp.sum(d2, axis=0)
-        grad_x = (d2 @ kernel_ih.T).reshape(batch, 1, n_in) if need_grad_x else None
+        grad_kernel_ih = reshape(x, (batch, n_in), xp).T @ d2  # [I, B] @ [B, 4H] -> [I, 4H]
+        grad_bias = d2[0, :] if batch == 1 else xp.sum(d2, axis=0)
+        grad_x = reshape(d2 @ kernel_ih.T, (batch, 1, n_in), xp) if need_grad_x else None
         return grad_x, grad_kernel_ih, None, grad_bias
     d_zs = [None] * seq
     dh_carry = dc_carry = None
@@ -294,9 +297,9 @@ def lstm_backward(
             dh_carry = d_z @ kernel_hh.T  # [B, 4H] @ [4H, H] -> [B, H]
         dc_carry = dc * gates_list[t][:, hidden : 2 * hidden]  # through the forget gate
     d_z_all = d_zs[0][:, None, :] if seq == 1 else xp.stack(d_zs, axis=1)  # [B, S, 4H]
-    d2 = d_z_all.reshape(batch * seq, 4 * hidden)
-    grad_kernel_ih = x.reshape(batch * seq, n_in).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
-    grad_bias = d2[0] if batch * seq == 1 else xp.sum(d2, axis=0)
+    d2 = reshape(d_z_all, (batch * seq, 4 * hidden), xp)
+    grad_kernel_ih = reshape(x, (batch * seq, n_in), xp).T @ d2  # [I, B*S] @ [B*S, 4H] -> [I, 4H]
+    grad_bias = d2[0, :] if batch * seq == 1 else xp.sum(d2, axis=0)
     grad_x = d_z_all @ kernel_ih.T if need_grad_x else None  # [B, S, 4H] @ [4H, I] -> [B, S, I]
     grad_t = _recurrent_weight_grad(d_z_all, hs, h0, xp)  # [4H, H]
     grad_kernel_hh = None if grad_t is None else grad_t.T

@@ -13,6 +13,11 @@ product of that forward:
 
 Gumbel noise and masking are applied to the logits by the caller; the noise is
 held fixed in the backward pass (it does not depend on ``z``).
+
+This is loom's one softmax: the softmax layer's variants, multi-head attention
+(:mod:`loom.ops.attention`) and ``loom.llm``'s attention (:mod:`loom.ops.transformer`,
+through :func:`softmax_unnormalized`, which leaves the division to after the ``@ values``)
+all use it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,35 @@ __all__ = [
     "gumbel_noise",
     "softmax_backward",
     "softmax_forward",
+    "softmax_unnormalized",
     "sparsemax_backward",
     "sparsemax_forward",
 ]
 
 #: Value LOOM writes over masked-out logits.
 MASKED_LOGIT = -1e9
+
+
+def softmax_unnormalized(z: Any, xp: Any, *, overwrite: bool = False) -> Any:
+    """``exp(z - max(z))`` along the last axis: the softmax before its division by the sum.
+
+    Every exponent is ``<= 0`` (no overflow); ``-inf`` entries give 0.
+
+    Parameters
+    ----------
+    z : array, shape [..., n]
+    overwrite : bool
+        Subtract the maximum in ``z``'s own memory (the caller owns ``z`` and no longer needs it).
+
+    Returns
+    -------
+    e : array, shape [..., n]
+        ``softmax(z) = e / sum(e)``.
+    """
+    if not overwrite:
+        return xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    z -= xp.max(z, axis=-1, keepdims=True)
+    return xp.exp(z)
 
 
 def softmax_forward(z: Any, temperature: float, xp: Any) -> Any:
@@ -45,18 +73,21 @@ def softmax_forward(z: Any, temperature: float, xp: Any) -> Any:
     Parameters
     ----------
     z : array, shape [..., n]
+        Logits, one distribution per row.
     temperature : float
+        ``T``; 0 means 1 (LOOM's convention).
 
     Returns
     -------
     p : array, shape [..., n]
+        Probabilities; every row sums to 1.
     """
     if temperature != 0 and temperature != 1:
         # (z - ref) / T with ref the arg-max of z / T: every exponent is <= 0 whatever |T|
         ref = xp.max(z, axis=-1, keepdims=True) if temperature > 0 else xp.min(z, axis=-1, keepdims=True)
         e = xp.exp((z - ref) / temperature)
     else:
-        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+        e = softmax_unnormalized(z, xp)
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 
@@ -92,7 +123,7 @@ def sparsemax_forward(z: Any, xp: Any) -> Any:
     """
     n = z.shape[-1]
     srt = xp.flip(xp.sort(z, axis=-1), axis=-1)  # descending
-    cum = xp.cumulative_sum(srt, axis=-1) if hasattr(xp, "cumulative_sum") else xp.cumsum(srt, axis=-1)
+    cum = xp.cumulative_sum(srt, axis=-1)
     ks = xp.arange(1, n + 1, dtype=z.dtype)
     in_support = (srt - (cum - 1.0) / ks) > 0  # a prefix of the sorted order
     k = xp.sum(xp.astype(in_support, z.dtype), axis=-1, keepdims=True)
@@ -114,7 +145,9 @@ def entmax_blend_forward(z: Any, alpha: float, xp: Any) -> tuple[Any, tuple[Any,
     Parameters
     ----------
     z : array, shape [..., n]
+        Logits, one distribution per row.
     alpha : float
+        LOOM's ``entmax_alpha``: the blend weight of sparsemax is ``alpha - 1``.
 
     Returns
     -------

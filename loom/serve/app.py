@@ -99,7 +99,7 @@ def _loader(settings: ServeSettings) -> Any:
 
     def load() -> tuple[Any, Any]:
         from loom.llm.loader import default_model_path, load_transformer
-        from loom.llm.tokenizer import load_tokenizer
+        from loom.llm.tokenizer_loader import load_tokenizer
 
         path = Path(settings.model_path) if settings.model_path is not None else default_model_path()
         model = load_transformer(path, backend=backend)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from loom.cli import GRID_SCATTER_BATCHES, GRID_SCATTER_CONFIG, PATTERN_CONFIG, pattern_samples
+from loom.demo_data import GRID_SCATTER_BATCHES, GRID_SCATTER_CONFIG, PATTERN_CONFIG, pattern_samples
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "preset_payload"]
 

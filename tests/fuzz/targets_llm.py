@@ -25,7 +25,7 @@ from loom.errors import ConfigError, ModelFormatError, ShapeError
 from loom.llm.chat_template import render_chat_template
 from loom.llm.config import TransformerConfig
 from loom.llm.loader import transformer_from_tensors
-from loom.llm.tokenizer import load_tokenizer_from_bytes
+from loom.llm.tokenizer_loader import load_tokenizer_from_bytes
 from loom.llm.weights import SafetensorsFile
 from tests.conftest import shared_root
 from tests.fuzz import strategies

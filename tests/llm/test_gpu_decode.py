@@ -23,8 +23,9 @@ from llm_test_utils import FIXTURE_MODELS, fixture_tensors, reference
 import loom
 from loom.backend import Backend
 from loom.llm import Transformer, TransformerConfig
-from loom.llm.gpu_decode import FusedDecoder, FusedModel, GraphDecoder, Sampling
+from loom.llm.gpu_decode import FusedDecoder, FusedModel, GraphDecoder
 from loom.llm.loader import transformer_from_tensors
+from loom.llm.sampling import Sampler
 
 ATOL = 1e-4
 #: Largest |logit| difference of reduced-precision weights against float32 (tiny fixtures, logits of std ~4).
@@ -106,7 +107,7 @@ def _check_decode(model: Transformer, numpy_model: Transformer, prompt: list[int
     first = loom.to_numpy(model.forward(prompt, state, last_only=True))[0]
     want = numpy_model.forward(prompt, ref_state, last_only=True)[0]
     np.testing.assert_allclose(first, want, rtol=0, atol=ATOL)
-    decoder = FusedDecoder(model._fused_path(), state, Sampling())
+    decoder = FusedDecoder(model._fused_path(), state, Sampler())
     token, ids = int(np.argmax(want)), []
     for step in range(steps):
         got_id = decoder.step(token)

@@ -21,7 +21,7 @@ from loom.errors import ChatTemplateError, ModelFormatError
 from loom.llm.chat_template import render_chat_template
 from loom.llm.config import TransformerConfig
 from loom.llm.loader import load_transformer, transformer_from_tensors
-from loom.llm.tokenizer import load_tokenizer_from_bytes
+from loom.llm.tokenizer_loader import load_tokenizer_from_bytes
 from loom.llm.weights import SafetensorsFile
 from tests.llm.llm_test_utils import fixture_tensors, float32_safetensors
 

@@ -16,6 +16,7 @@ from loom.llm.parallel_prefill import (
     ENV_THREADS,
     RowParallel,
     balance_blocks,
+    parallel_workers,
     prefill_workers,
     single_threaded_blas,
     split_rows,
@@ -56,8 +57,8 @@ def test_parallel_prefill_equals_serial(name: str, llm_fixtures: Path, backend, 
     folder = llm_fixtures / name
     serial, parallel = _models(folder, backend)
     ids = _prompt(folder)
-    assert parallel._parallel_workers(len(ids)) == 2
-    assert serial._parallel_workers(len(ids)) == 1
+    assert parallel_workers(parallel, len(ids)) == 2
+    assert parallel_workers(serial, len(ids)) == 1
     # no cache (full logits), then a cached prefill after a cached prefix (start > 0)
     _close(parallel.logits(ids), serial.logits(ids))
     head = 3
@@ -144,12 +145,12 @@ def test_prefill_workers_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_threads_1_disables(llm_fixtures: Path, backend, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_THREADS, "1")
     _, model = _models(llm_fixtures / "tiny-llama", backend)
-    assert model._parallel_workers(100) == 1
+    assert parallel_workers(model, 100) == 1
     monkeypatch.setenv(ENV_THREADS, "2")
     model.parallel_min_rows = 96
     if backend.name == "numpy":
-        assert model._parallel_workers(192) == 2
-    assert model._parallel_workers(191) == 1  # fewer than 96 tokens per worker: serial
+        assert parallel_workers(model, 192) == 2
+    assert parallel_workers(model, 191) == 1  # fewer than 96 tokens per worker: serial
 
 
 def _blas_threads() -> list[int]:

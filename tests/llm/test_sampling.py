@@ -8,7 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from loom.errors import ConfigError
 from loom.llm.sampling import (
+    Sampler,
+    SamplingParams,
     apply_temperature,
     greedy,
     probabilities,
@@ -103,3 +106,43 @@ def test_sample_from_probabilities_edges() -> None:
     rng = np.random.default_rng(0)
     assert sample_from_probabilities(np.array([0.0, 0.0, 1.0]), rng) == 2
     assert {sample_from_probabilities(np.array([0.0, 1.0, 0.0]), rng) for _ in range(20)} == {1}
+
+
+# ----------------------------------------------------------------------------- SamplingParams / Sampler
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": "0.7"}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"seed": "7"}, "seed"),
+    ],
+)
+def test_sampling_params_reject_bad_values_naming_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{field}: expected"):
+        SamplingParams(**kwargs)
+
+
+def test_sampling_params_accept_numpy_scalars_and_replace_fields() -> None:
+    params = SamplingParams(np.float32(0.5), np.int64(3), np.float64(0.9), np.int32(1))
+    assert not params.greedy and SamplingParams(-1.0).greedy
+    assert params.with_options(top_k=None) == SamplingParams(np.float32(0.5), None, np.float64(0.9), np.int32(1))
+    assert params.with_options() is params
+    with pytest.raises(TypeError, match="unexpected sampling option 'topk'; accepted: temperature, top_k, top_p, seed"):
+        params.with_options(topk=3)
+
+
+def test_sampler_draws_like_sample_and_is_seeded_by_the_params() -> None:
+    import array_api_compat.numpy as xp
+
+    logits = np.array([0.5, 3.0, 2.5, -1.0], np.float32)
+    params = SamplingParams(1.3, top_k=3, seed=42)
+    want = [sample(logits, rng, temperature=1.3, top_k=3) for rng in [np.random.default_rng(42)] for _ in range(8)]
+    sampler = Sampler(params)
+    assert [sampler.choose(logits, xp) for _ in range(8)] == want
+    on_device = Sampler(params)
+    assert [int(on_device.pick(logits, xp)) for _ in range(8)] == want
+    assert Sampler(SamplingParams()).choose(logits, xp) == 1

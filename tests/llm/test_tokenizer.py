@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loom.errors import ChatTemplateError, ModelFormatError
-from loom.llm.tokenizer import Tokenizer, load_tokenizer, load_tokenizer_from_bytes
+from loom.llm.tokenizer import Tokenizer
+from loom.llm.tokenizer_loader import load_tokenizer, load_tokenizer_from_bytes
 
 MODEL_NAMES = ("tiny-llama", "tiny-gpt2", "tiny-llama-bf16")
 

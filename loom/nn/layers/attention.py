@@ -2,7 +2,8 @@
 
 Forward as Go LOOM (causal, RoPE theta 1e6, ``S = len(sample) / d_model``),
 with loom's optional keys ``causal``, ``rope_theta``, ``num_kv_heads`` (GQA)
-and ``head_dim``; every sample of a batch is its own sequence (decisions Q11).
+and ``head_dim``; every sample of a batch is its own sequence (Go runs a batch as one
+sequence: ``docs/differences-from-go.md#fixed-on-purpose``).
 No activation is applied. The hidden residual stream is added by the Network
 (``residual_role = "add_output"``).
 

@@ -11,6 +11,7 @@ thinc's callback style, no autograd engine.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ import numpy as np
 from loom.backend import Backend
 from loom.errors import ConfigError, ShapeError
 from loom.nn.layer_config import LayerConfig
+from loom.ops.activations import activation_from_name
 
 __all__ = [
+    "LAYER_KEYS",
     "Backprop",
     "ForwardContext",
     "LayerKind",
@@ -32,7 +35,9 @@ __all__ = [
     "float32_vector",
     "kind_for",
     "kind_names",
+    "lower_keys",
     "memoized",
+    "parse_layer",
     "register_kind",
     "spec_bool",
     "spec_float",
@@ -172,8 +177,6 @@ def kind_for(type_name: str, path: str = "type") -> LayerKind:
     """The registered kind of a JSON type name (exact, lower case)."""
     kind = _KINDS.get(type_name)
     if kind is None:
-        import difflib
-
         hint = difflib.get_close_matches(str(type_name).lower(), list(_KINDS), n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(
@@ -185,6 +188,89 @@ def kind_for(type_name: str, path: str = "type") -> LayerKind:
 def kind_names() -> list[str]:
     """Every accepted JSON layer type name."""
     return sorted(_KINDS)
+
+
+# ----- JSON layer objects (the builder's, and a Parallel's branches) -----
+#: Every key a LOOM layer object may hold, in Go's LayerDefinition order (also the saved
+#: key order), then loom's extensions.
+LAYER_KEYS = (
+    "type",
+    "activation",
+    "width",
+    "height",
+    "input_size",
+    "output_size",
+    "input_channels",
+    "filters",
+    "kernel_size",
+    "stride",
+    "padding",
+    "input_height",
+    "input_width",
+    "output_height",
+    "output_width",
+    "d_model",
+    "num_heads",
+    "seq_length",
+    "hidden_size",
+    "softmax_variant",
+    "softmax_rows",
+    "softmax_cols",
+    "temperature",
+    "gumbel_noise",
+    "mask",
+    "hierarchy_levels",
+    "adaptive_clusters",
+    "mixture_weights",
+    "entmax_alpha",
+    "norm_size",
+    "epsilon",
+    "branches",
+    "combine_mode",
+    "grid_positions",
+    "grid_output_rows",
+    "grid_output_cols",
+    "grid_output_layers",
+    # loom extensions (Go ignores unknown keys, so bundles stay loadable there)
+    "num_kv_heads",
+    "head_dim",
+    "causal",
+    "rope_theta",
+    "stateful",
+    "name",
+    "comment",
+)
+
+
+def lower_keys(obj: dict[str, Any], path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Lower-case the keys of a JSON object (LOOM matches keys case-insensitively).
+
+    Unknown keys raise ``ConfigError`` with a "did you mean" hint.
+    """
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        low = str(key).lower()
+        if low not in allowed:
+            hint = difflib.get_close_matches(low, allowed, n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{path}.{key}: unknown key{did_you_mean}")
+        out[low] = value
+    return out
+
+
+def parse_layer(spec: Any, path: str) -> LayerConfig:
+    """One JSON layer object -> :class:`LayerConfig` (sizes not yet inferred)."""
+    spec = lower_keys(spec, path, LAYER_KEYS)
+    type_name = spec.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise ConfigError(f"{path}.type: required (a layer type name such as 'dense')")
+    kind = kind_for(type_name, f"{path}.type")
+    cfg = LayerConfig(type=kind.type_name, path=path)
+    cfg.activation = activation_from_name(spec.get("activation"), f"{path}.activation")
+    kind.parse(cfg, spec, path)
+    return cfg
 
 
 # ----- JSON field readers (lenient about 8.0 for ints, strict about everything else) -----

@@ -1,7 +1,7 @@
 """LayerNorm (LOOM type 6) and RMSNorm (LOOM type 8) layer kinds.
 
 Both normalise every block of ``norm_size`` values of the flat input (every
-row, decisions Q12; a trailing partial block is output as zeros, as Go), keep
+row, ``docs/differences-from-go.md#fixed-on-purpose``; a trailing partial block is output as zeros, as Go), keep
 the input length, and train ``gamma`` (and LayerNorm's ``beta``) with exact
 gradients. Their parts in LOOM's hidden residual stream (the Network adds it):
 LayerNorm adds the stream to its input (``"add_input"``), RMSNorm remembers its
@@ -47,10 +47,10 @@ class _NormKind(LayerKind):
     def config_json(self, cfg: LayerConfig, *, in_branch: bool) -> dict[str, Any]:
         return {"norm_size": cfg.norm_size, "epsilon": np.float32(cfg.epsilon)}
 
-    def _rows(self, cfg: LayerConfig, x: Any) -> tuple[Any, int, float]:
+    def _rows(self, cfg: LayerConfig, x: Any, xp: Any) -> tuple[Any, int, float]:
         if x.shape[0] == 0:
             raise ShapeError(f"{cfg.path} ({cfg.type}): expected a non-empty input, got 0 values")
-        rows, tail = split_rows(x, cfg.norm_size)  # [rows, n]
+        rows, tail = split_rows(x, cfg.norm_size, xp)  # [rows, n]
         return rows, tail, cfg.epsilon or self.default_epsilon
 
 
@@ -72,12 +72,12 @@ class LayerNormKind(_NormKind):
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
         xp = ctx.xp
-        rows, tail, eps = self._rows(cfg, x)
+        rows, tail, eps = self._rows(cfg, x, xp)
         gamma = cfg.params["gamma"]
         y, cache = layer_norm_forward(rows, gamma, cfg.params["beta"], eps, xp)  # [rows, n] -> [rows, n]
 
         def backprop(grad_y: Any) -> Any:
-            grad_rows, _ = split_rows(grad_y, cfg.norm_size)
+            grad_rows, _ = split_rows(grad_y, cfg.norm_size, xp)
             grad_x, grad_gamma, grad_beta = layer_norm_backward(grad_rows, cache, gamma, xp)
             add_grad(cfg, "gamma", grad_gamma)
             add_grad(cfg, "beta", grad_beta)
@@ -103,12 +103,12 @@ class RMSNormKind(_NormKind):
 
     def forward(self, cfg: LayerConfig, x: Any, ctx: ForwardContext):
         xp = ctx.xp
-        rows, tail, eps = self._rows(cfg, x)
+        rows, tail, eps = self._rows(cfg, x, xp)
         gamma = cfg.params["gamma"]
         y, inv_rms = rms_norm_forward(rows, gamma, eps, xp)  # [rows, n] -> [rows, n]
 
         def backprop(grad_y: Any) -> Any:
-            grad_rows, _ = split_rows(grad_y, cfg.norm_size)
+            grad_rows, _ = split_rows(grad_y, cfg.norm_size, xp)
             grad_x, grad_gamma = rms_norm_backward(grad_rows, rows, inv_rms, gamma, xp)
             add_grad(cfg, "gamma", grad_gamma)
             return join_rows(grad_x, tail, xp)

@@ -7,7 +7,7 @@ flat input; the outputs are merged by the combine mode's function from
 every parameter. Branches run outside LOOM's hidden residual stream (an MHA or
 SwiGLU inside a branch adds no residual), as in Go.
 
-Differences from Go (decisions Q13): ``grid_scatter`` honours ``branch_index``;
+Differences from Go (``docs/differences-from-go.md#fixed-on-purpose``): ``grid_scatter`` honours ``branch_index``;
 two branches on one cell, a position outside the output grid, a branch without
 (or with two) positions and an unknown combine mode are ``ConfigError``s at
 build / load time.
@@ -21,7 +21,16 @@ from typing import Any
 
 from loom.errors import ConfigError, ShapeError
 from loom.nn.layer_config import GridPosition, LayerConfig
-from loom.nn.layers.base import ForwardContext, LayerKind, kind_for, memoized, register_kind, spec_int
+from loom.nn.layers.base import (
+    ForwardContext,
+    LayerKind,
+    kind_for,
+    lower_keys,
+    memoized,
+    parse_layer,
+    register_kind,
+    spec_int,
+)
 from loom.ops.combine import (
     add_backward,
     add_forward,
@@ -141,8 +150,6 @@ def grid_cell_order(cfg: LayerConfig, path: str | None = None) -> list[int]:
 
 
 def _parse_positions(value: Any, path: str) -> list[GridPosition]:
-    from loom.nn.builder import lower_keys
-
     if value is None:
         return []
     if not isinstance(value, list):
@@ -177,8 +184,6 @@ class ParallelKind(LayerKind):
 
     # ----- configuration -------------------------------------------------------
     def parse(self, cfg: LayerConfig, spec: dict[str, Any], path: str) -> None:
-        from loom.nn.builder import parse_layer  # the builder imports the layer kinds
-
         mode = spec.get("combine_mode")
         if mode is None or mode == "":
             mode = "concat"  # Go's builder stores "concat" for a missing mode

@@ -1,7 +1,7 @@
 """Residual layer kind (LOOM type 7): an element-wise activation (default ScaledReLU).
 
 Go LOOM builds and saves this type but cannot load it; loom builds, saves and
-loads it (decisions Q6). It has no parameters and no size of its own: the
+loads it (``docs/differences-from-go.md#fixed-on-purpose``). It has no parameters and no size of its own: the
 output has the input's length, ``y = act(x)``, and the backward pass is the
 exact ``grad * act'(x)``.
 """
