@@ -18,41 +18,7 @@ import time
 import numpy as np
 
 import loom
-
-AGENT_CONFIG = {
-    "batch_size": 1,
-    "grid_rows": 1,
-    "grid_cols": 3,
-    "layers_per_cell": 1,
-    "layers": [
-        {"type": "dense", "input_size": 8, "output_size": 16, "activation": "relu"},
-        {
-            "type": "parallel",
-            "combine_mode": "grid_scatter",
-            "grid_output_rows": 3,
-            "grid_output_cols": 1,
-            "grid_output_layers": 1,
-            "grid_positions": [
-                {"branch_index": 0, "target_row": 0, "target_col": 0, "target_layer": 0},
-                {"branch_index": 1, "target_row": 1, "target_col": 0, "target_layer": 0},
-                {"branch_index": 2, "target_row": 2, "target_col": 0, "target_layer": 0},
-            ],
-            "branches": [
-                {
-                    "type": "parallel",
-                    "combine_mode": "add",
-                    "branches": [
-                        {"type": "dense", "input_size": 16, "output_size": 8, "activation": "relu"},
-                        {"type": "dense", "input_size": 16, "output_size": 8, "activation": "gelu"},
-                    ],
-                },
-                {"type": "lstm", "input_size": 16, "hidden_size": 8, "seq_length": 1},
-                {"type": "rnn", "input_size": 16, "hidden_size": 8, "seq_length": 1},
-            ],
-        },
-        {"type": "dense", "input_size": 24, "output_size": 2, "activation": "sigmoid"},
-    ],
-}
+from loom.demo_data import GRID_SCATTER_CONFIG as AGENT_CONFIG  # the LOOM README's values, verbatim
 
 # 4 samples, 8 features: class 0 when the first half sums lower than the second, else class 1
 BATCHES = [

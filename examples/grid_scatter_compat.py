@@ -17,48 +17,8 @@ import os
 import time
 
 from loom.compat import ErrorText, createLoomNetwork
-
-agent_config = {
-    "batch_size": 1,
-    "grid_rows": 1,
-    "grid_cols": 3,
-    "layers_per_cell": 1,
-    "layers": [
-        {"type": "dense", "input_size": 8, "output_size": 16, "activation": "relu"},
-        {
-            "type": "parallel",
-            "combine_mode": "grid_scatter",
-            "grid_output_rows": 3,
-            "grid_output_cols": 1,
-            "grid_output_layers": 1,
-            "grid_positions": [
-                {"branch_index": 0, "target_row": 0, "target_col": 0, "target_layer": 0},
-                {"branch_index": 1, "target_row": 1, "target_col": 0, "target_layer": 0},
-                {"branch_index": 2, "target_row": 2, "target_col": 0, "target_layer": 0},
-            ],
-            "branches": [
-                {
-                    "type": "parallel",
-                    "combine_mode": "add",
-                    "branches": [
-                        {"type": "dense", "input_size": 16, "output_size": 8, "activation": "relu"},
-                        {"type": "dense", "input_size": 16, "output_size": 8, "activation": "gelu"},
-                    ],
-                },
-                {"type": "lstm", "input_size": 16, "hidden_size": 8, "seq_length": 1},
-                {"type": "rnn", "input_size": 16, "hidden_size": 8, "seq_length": 1},
-            ],
-        },
-        {"type": "dense", "input_size": 24, "output_size": 2, "activation": "sigmoid"},
-    ],
-}
-
-batches = [
-    {"Input": [0.2, 0.2, 0.2, 0.2, 0.8, 0.8, 0.8, 0.8], "Target": [1.0, 0.0]},
-    {"Input": [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1], "Target": [0.0, 1.0]},
-    {"Input": [0.7, 0.7, 0.7, 0.7, 0.3, 0.3, 0.3, 0.3], "Target": [0.0, 1.0]},
-    {"Input": [0.3, 0.3, 0.3, 0.3, 0.7, 0.7, 0.7, 0.7], "Target": [1.0, 0.0]},
-]
+from loom.demo_data import GRID_SCATTER_BATCHES as batches
+from loom.demo_data import GRID_SCATTER_CONFIG as agent_config  # the LOOM README's values, verbatim
 
 bucket_order = ["0-10%", "10-20%", "20-30%", "30-40%", "40-50%", "50-100%", "100%+"]
 

@@ -15,19 +15,7 @@ import argparse
 import json
 
 import loom
-
-CONFIG = {
-    "input_size": 10,
-    "batch_size": 1,
-    "grid_rows": 1,
-    "grid_cols": 1,
-    "layers_per_cell": 3,
-    "layers": [
-        {"type": "dense", "output_size": 8, "activation": "relu"},
-        {"type": "dense", "output_size": 4, "activation": "relu"},
-        {"type": "dense", "output_size": 2, "activation": "sigmoid"},
-    ],
-}
+from loom.demo_data import JSON_BLOCK_CONFIG as CONFIG  # the LOOM README's values, verbatim
 
 
 def main(argv: list[str] | None = None) -> dict:

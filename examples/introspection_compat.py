@@ -16,19 +16,7 @@ import argparse
 import json
 
 from loom.compat import createLoomNetwork
-
-config = {
-    "input_size": 10,
-    "batch_size": 1,
-    "grid_rows": 1,
-    "grid_cols": 1,
-    "layers_per_cell": 3,
-    "layers": [
-        {"type": "dense", "output_size": 8, "activation": "relu"},
-        {"type": "dense", "output_size": 4, "activation": "relu"},
-        {"type": "dense", "output_size": 2, "activation": "sigmoid"},
-    ],
-}
+from loom.demo_data import JSON_BLOCK_CONFIG as config  # the LOOM README's values, verbatim
 
 
 def main(argv: list[str] | None = None) -> dict:

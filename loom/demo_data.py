@@ -1,7 +1,8 @@
 """The LOOM README's demo networks and data: used by ``loom demo``, the web lab's presets and the tests.
 
 * :data:`GRID_SCATTER_CONFIG` / :data:`GRID_SCATTER_BATCHES` – the Grid Scatter multi-agent example;
-* :data:`PATTERN_CONFIG` and :func:`pattern_samples` – the Pattern Recognition example.
+* :data:`PATTERN_CONFIG` and :func:`pattern_samples` – the Pattern Recognition example;
+* :data:`JSON_BLOCK_CONFIG` – the network of the README's "Creating Networks from JSON" block.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GRID_SCATTER_BATCHES", "GRID_SCATTER_CONFIG", "PATTERN_CLASSES", "PATTERN_CONFIG", "pattern_samples"]
+__all__ = [
+    "GRID_SCATTER_BATCHES",
+    "GRID_SCATTER_CONFIG",
+    "JSON_BLOCK_CONFIG",
+    "PATTERN_CLASSES",
+    "PATTERN_CONFIG",
+    "pattern_samples",
+]
 
 #: The Grid Scatter network of the LOOM README, verbatim.
 GRID_SCATTER_CONFIG: dict[str, Any] = {
@@ -71,6 +79,20 @@ PATTERN_CONFIG: dict[str, Any] = {
 }
 
 PATTERN_CLASSES = ("high first half", "high second half")
+
+#: The LOOM README's "Creating Networks from JSON" network: 10 -> 8 -> 4 -> 2, Dense input sizes inferred.
+JSON_BLOCK_CONFIG: dict[str, Any] = {
+    "input_size": 10,
+    "batch_size": 1,
+    "grid_rows": 1,
+    "grid_cols": 1,
+    "layers_per_cell": 3,
+    "layers": [
+        {"type": "dense", "output_size": 8, "activation": "relu"},
+        {"type": "dense", "output_size": 4, "activation": "relu"},
+        {"type": "dense", "output_size": 2, "activation": "sigmoid"},
+    ],
+}
 
 
 def pattern_samples(count: int, rng: np.random.Generator) -> tuple[list[list[float]], list[int]]:
