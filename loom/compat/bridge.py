@@ -339,7 +339,8 @@ class _MarshalError(Exception):
     pass
 
 
-def _network_summary(net: Any) -> dict[str, int]:
+def network_summary(net: Any) -> dict[str, int]:
+    """Go's GetNetworkInfo: ``{"batch_size", "grid_cols", "grid_rows", "layers_per_cell", "total_layers"}``."""
     return {
         "batch_size": net.batch_size,
         "grid_cols": net.grid_cols,
@@ -375,7 +376,7 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, LayerConfig):
         return layer_config_to_json(value)
     if isinstance(value, Network):
-        return _network_summary(value)
+        return network_summary(value)
     if callable(getattr(value, "to_dict", None)):
         return encode_value(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

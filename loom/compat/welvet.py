@@ -27,6 +27,7 @@ import numpy as np
 
 from loom._version import __version__ as _loom_version
 from loom.backend import cupy_available, to_numpy
+from loom.compat.bridge import network_summary
 from loom.compat.layer_json import layer_config_from_json, layer_config_to_json
 from loom.errors import LoomError
 from loom.nn.network import Network, new_network
@@ -140,19 +141,9 @@ def load_model_simple(json_string: str, model_id: str = "my_model") -> None:
         _global["net"] = net
 
 
-def _info(net: Network) -> dict[str, int]:
-    return {
-        "batch_size": net.batch_size,
-        "grid_cols": net.grid_cols,
-        "grid_rows": net.grid_rows,
-        "layers_per_cell": net.layers_per_cell,
-        "total_layers": net.total_layers(),
-    }
-
-
 def get_network_info_simple() -> dict[str, int]:
     """``{"batch_size", "grid_cols", "grid_rows", "layers_per_cell", "total_layers"}`` of the global network."""
-    return _info(_network())
+    return network_summary(_network())
 
 
 def evaluate_network_simple(inputs: Sequence[Sequence[float]], expected_outputs: Sequence[float]) -> dict[str, Any]:
@@ -295,7 +286,7 @@ def set_layer(handle: int | Network, row: int, col: int, layer_index: int, layer
 
 def get_network_info(handle: int | Network) -> dict[str, int]:
     """``{"batch_size", "grid_cols", "grid_rows", "layers_per_cell", "total_layers"}``."""
-    return _info(_get(handle))
+    return network_summary(_get(handle))
 
 
 def configure_sequential_network(
