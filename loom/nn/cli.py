@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,19 +117,6 @@ def _predict(net: Network, x: np.ndarray, batch_size: int, show_bar: bool) -> np
 
         chunks = tqdm(chunks, desc="evaluating", unit="batch", file=sys.stderr)
     return np.concatenate([to_numpy(net.predict(x[start : start + batch_size], batch_size)) for start in chunks])
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -379,7 +364,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for row, cls in zip(predicted.tolist(), classes.tolist(), strict=True):
         writer.writerow([f"{v:.9g}" for v in row] + ([int(cls)] if outputs > 1 else []))
     if args.out:
-        _write_text_atomically(Path(args.out), buffer.getvalue())
+        from loom.atomic_files import write_file_atomically
+
+        write_file_atomically(Path(args.out), buffer.getvalue().encode("utf-8"))
         sys.stderr.write(f"wrote {predicted.shape[0]} predictions to {args.out}\n")
     else:
         sys.stdout.write(buffer.getvalue())

@@ -10,12 +10,12 @@ Examples
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 
+from loom.atomic_files import write_file_atomically
 from loom.errors import ConfigError
 
 __all__ = ["DATASETS", "make_moons", "write_csv"]
@@ -62,20 +62,13 @@ def make_moons(samples: int = 1000, *, noise: float = 0.1, seed: int | None = 0)
 
 def write_csv(path: str | Path, x: np.ndarray, y: np.ndarray, columns: list[str]) -> Path:
     """Write features ``x [N, F]`` and labels ``y [N]`` as CSV with a header (atomically)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row, label in zip(np.asarray(x, dtype=np.float32).tolist(), y.tolist(), strict=True):
+        writer.writerow([*(f"{v:.9g}" for v in row), int(label)])  # 9 digits: float32 round-trips
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(columns)
-            for row, label in zip(np.asarray(x, dtype=np.float32).tolist(), y.tolist(), strict=True):
-                writer.writerow([*(f"{v:.9g}" for v in row), int(label)])  # 9 digits: float32 round-trips
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(target, buffer.getvalue().encode("utf-8"))
     return target
 
 

@@ -8,12 +8,12 @@ Without matplotlib it raises :class:`~loom.errors.MissingDependencyError` with t
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loom.atomic_files import write_file_atomically
 from loom.errors import ConfigError, MissingDependencyError
 
 __all__ = ["plot_history"]
@@ -96,15 +96,8 @@ def plot_history(
         axes[1].grid(True, alpha=0.3)
     if title:
         figure.suptitle(title)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=dpi)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            figure.savefig(fh, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(target, png.getvalue())
     return target

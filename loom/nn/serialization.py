@@ -17,14 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from loom import safe_json
+from loom.atomic_files import write_file_atomically
 from loom.backend import Backend, to_numpy
 from loom.errors import BundleConfigError, ConfigError, ModelFormatError
 from loom.nn import gojson
@@ -204,71 +203,6 @@ def save_model(
     """
     text = save_model_to_string(net, model_id, go_compatible=go_compatible)
     write_file_atomically(Path(path), text.encode("utf-8"))
-
-
-def _temp_pattern(target: Path) -> re.Pattern[str]:
-    return re.compile(re.escape(f".{target.name}.loom-") + r"(\d+)-[A-Za-z0-9_]+\.tmp")
-
-
-def _process_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists under another user, or cannot tell: keep its file
-    return True
-
-
-def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Delete ``target``'s temporary siblings left by killed writers (only loom's own name pattern)."""
-    pattern, removed = _temp_pattern(target), []
-    try:
-        siblings = list(target.parent.iterdir())
-    except OSError:
-        return removed
-    for sibling in siblings:
-        match = pattern.fullmatch(sibling.name)
-        if match and int(match.group(1)) != os.getpid() and not _process_running(int(match.group(1))):
-            try:
-                sibling.unlink()
-                removed.append(sibling)
-            except OSError:
-                pass
-    return removed
-
-
-def _fsync_directory(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # platforms without directory handles (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_file_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` through an fsynced temporary sibling and a rename, then fsync the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.loom-{os.getpid()}-", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        tmp = None
-        _fsync_directory(target.parent)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- load
