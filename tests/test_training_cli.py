@@ -21,20 +21,7 @@ import pytest
 import loom
 from loom import cli
 from tests.conftest import REPO_ROOT, shared_root
-
-MOONS_NET = {
-    "batch_size": 1,
-    "grid_rows": 1,
-    "grid_cols": 1,
-    "layers_per_cell": 4,
-    "input_size": 2,
-    "layers": [
-        {"type": "dense", "output_size": 16, "activation": "tanh"},
-        {"type": "dense", "output_size": 16, "activation": "tanh"},
-        {"type": "dense", "output_size": 2, "activation": "linear"},
-        {"type": "softmax"},
-    ],
-}
+from tests.test_fit import MOONS_NET  # the README's two-moons network
 
 # The README's "Training workflows" commands (test_training_engine checks that the README holds them).
 TRAIN_ARGS = "--epochs 50 --batch-size 32 --lr 0.01 --optimizer adam --val-split 0.2 --seed 0"
