@@ -11,46 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import shutil
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pytest
 
 import loom
-from loom.backend import Backend, resolve_backend
 from loom.backend.cuda_train import TrainKernels, device_train_kernels, use_train_kernels
-
-EMULATOR_DIR = Path(__file__).resolve().parents[1] / "tools" / "cuda_emulator"
+from tests.cuda_rig import KernelRig, emulator, make_rig
 
 
 @functools.cache
 def _emulated() -> TrainKernels:
-    sys.path.insert(0, str(EMULATOR_DIR))
-    from emulator import emulated_train_kernels
-
-    return emulated_train_kernels()
+    return emulator().emulated_train_kernels()
 
 
-@dataclass
-class TrainRig:
+class TrainRig(KernelRig):
     """The training kernels under test and the backend whose networks use them."""
 
     kernels: TrainKernels
-    backend: Backend
-    emulated: bool
-
-    @property
-    def raw(self) -> Any:
-        return self.backend.raw
-
-    def put(self, array: np.ndarray) -> Any:
-        return self.raw.array(np.ascontiguousarray(array), copy=True)
 
     @contextlib.contextmanager
     def device(self) -> Iterator[None]:
@@ -64,14 +42,7 @@ class TrainRig:
 
 def train_rig(backend_name: str) -> TrainRig:
     """The rig for this test run, or a skip saying what is missing."""
-    if backend_name == "cupy":
-        backend = resolve_backend("cupy")
-        return TrainRig(device_train_kernels(backend), backend, emulated=False)
-    if os.environ.get("LOOM_CUDA_EMULATOR") == "1":
-        if shutil.which("g++") is None:
-            pytest.skip("LOOM_CUDA_EMULATOR=1 needs g++")
-        return TrainRig(_emulated(), resolve_backend("numpy"), emulated=True)
-    pytest.skip("GPU training kernels: run with --backend cupy on a GPU (or LOOM_CUDA_EMULATOR=1 on the CPU)")
+    return make_rig(backend_name, TrainRig, device_train_kernels, _emulated, "GPU training kernels")
 
 
 def parameters(net: loom.Network) -> dict[str, np.ndarray]:
