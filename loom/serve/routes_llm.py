@@ -19,6 +19,7 @@ non-streamed one watches for the disconnect while it waits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -195,6 +196,43 @@ def _finish_reason(end: Finished) -> str:
     return "length" if end.reason == "length" else "stop"
 
 
+def _openai_stream(
+    channel: EventChannel,
+    chunk: Callable[..., dict[str, Any]],
+    first: Any,
+    content: Callable[[str], Any],
+    final: Any,
+    include_usage: bool,
+) -> StreamingResponse:
+    """The SSE stream of an OpenAI completion or chat completion.
+
+    ``chunk(payload, finish_reason, usage=None, *, with_usage_field)`` builds one chunk
+    (:func:`completion_chunk` or :func:`chat_chunk` with the id, time and model bound). The stream
+    sends ``first`` (when not ``None``), ``content(text)`` per piece of text, ``final`` with the
+    finish reason, the usage-only chunk when ``include_usage``, then ``[DONE]``; a failure becomes an
+    OpenAI error object. Leaving early (client gone) cancels the request.
+    """
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield sse_data(chunk(first, None, with_usage_field=include_usage))
+            async for event in channel:
+                if isinstance(event, TextDelta) and event.text:
+                    yield sse_data(chunk(content(event.text), None, with_usage_field=include_usage))
+                elif isinstance(event, Finished):
+                    yield sse_data(chunk(final, _finish_reason(event), with_usage_field=include_usage))
+                    if include_usage:
+                        yield sse_data(chunk(None, None, usage(event.prompt_tokens, event.completion_tokens)))
+                elif isinstance(event, Failed):
+                    yield sse_data(error_body(event.message, event.type))
+            yield sse_data("[DONE]")
+        finally:
+            channel.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
 def llm_routes(service: LLMService) -> list[Route]:
     """The generation routes, bound to ``service``."""
 
@@ -236,29 +274,8 @@ def llm_routes(service: LLMService) -> list[Route]:
                 rid, name, echo + text, _finish_reason(end), end.prompt_tokens, end.completion_tokens
             )
             return JSONResponse(body_out)
-        created = int(time.time())
-        inc = params.include_usage
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                if echo:
-                    yield sse_data(completion_chunk(rid, created, name, echo, None, with_usage_field=inc))
-                async for event in channel:
-                    if isinstance(event, TextDelta) and event.text:
-                        yield sse_data(completion_chunk(rid, created, name, event.text, None, with_usage_field=inc))
-                    elif isinstance(event, Finished):
-                        reason = _finish_reason(event)
-                        yield sse_data(completion_chunk(rid, created, name, "", reason, with_usage_field=inc))
-                        if inc:
-                            u = usage(event.prompt_tokens, event.completion_tokens)
-                            yield sse_data(completion_chunk(rid, created, name, None, None, u))
-                    elif isinstance(event, Failed):
-                        yield sse_data(error_body(event.message, event.type))
-                yield sse_data("[DONE]")
-            finally:
-                channel.cancel()
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        chunk = functools.partial(completion_chunk, rid, int(time.time()), name)
+        return _openai_stream(channel, chunk, echo or None, lambda text: text, "", params.include_usage)
 
     async def chat_completions(request: Request) -> Response:
         body = await read_json_object(request, API_BODY_LIMIT)
@@ -275,30 +292,9 @@ def llm_routes(service: LLMService) -> list[Route]:
             text, end = await _collect(request, channel)
             out = chat_response(rid, name, text, _finish_reason(end), end.prompt_tokens, end.completion_tokens)
             return JSONResponse(out)
-        created = int(time.time())
-        inc = params.include_usage
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                first = {"role": "assistant", "content": ""}
-                yield sse_data(chat_chunk(rid, created, name, first, None, with_usage_field=inc))
-                async for event in channel:
-                    if isinstance(event, TextDelta) and event.text:
-                        delta = {"content": event.text}
-                        yield sse_data(chat_chunk(rid, created, name, delta, None, with_usage_field=inc))
-                    elif isinstance(event, Finished):
-                        reason = _finish_reason(event)
-                        yield sse_data(chat_chunk(rid, created, name, {}, reason, with_usage_field=inc))
-                        if inc:
-                            u = usage(event.prompt_tokens, event.completion_tokens)
-                            yield sse_data(chat_chunk(rid, created, name, None, None, u))
-                    elif isinstance(event, Failed):
-                        yield sse_data(error_body(event.message, event.type))
-                yield sse_data("[DONE]")
-            finally:
-                channel.cancel()
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        chunk = functools.partial(chat_chunk, rid, int(time.time()), name)
+        first = {"role": "assistant", "content": ""}
+        return _openai_stream(channel, chunk, first, lambda text: {"content": text}, {}, params.include_usage)
 
     async def generate(request: Request) -> Response:
         body = await read_json_object(request, API_BODY_LIMIT)
