@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from loom.demo_data import GRID_SCATTER_BATCHES, GRID_SCATTER_CONFIG, PATTERN_CONFIG, pattern_samples
+from loom.demo_data import (
+    GRID_SCATTER_BATCHES,
+    GRID_SCATTER_CONFIG,
+    JSON_BLOCK_CONFIG,
+    PATTERN_CONFIG,
+    pattern_samples,
+)
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "preset_payload"]
 
@@ -54,19 +60,6 @@ def _band_batches() -> list[dict[str, list[float]]]:
     return batches
 
 
-DENSE_10_CONFIG: dict[str, Any] = {
-    "input_size": 10,
-    "batch_size": 1,
-    "grid_rows": 1,
-    "grid_cols": 1,
-    "layers_per_cell": 3,
-    "layers": [
-        {"type": "dense", "output_size": 8, "activation": "relu"},
-        {"type": "dense", "output_size": 4, "activation": "relu"},
-        {"type": "dense", "output_size": 2, "activation": "sigmoid"},
-    ],
-}
-
 MNIST_SIZED_CONFIG: dict[str, Any] = {
     "batch_size": 1,
     "grid_rows": 1,
@@ -95,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "dense-10": {
         "title": "Dense 10 → 8 → 4 → 2 (JSON example)",
-        "config": DENSE_10_CONFIG,
+        "config": JSON_BLOCK_CONFIG,
         "data": _ramp_batches(),
         "training": {"epochs": 300, "learning_rate": 0.1, "loss": "mse", "optimizer": "sgd", "gradient_clip": 1.0},
     },
